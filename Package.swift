@@ -1,0 +1,46 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// The targets follow the architecture, bottom to top:
+//   CBLAS (OpenBLAS, C boundary) → Kernels (tensors, matmul, elementwise math)
+//   → Layers (forward + backward of every layer) → LoRA (the adapted linear layer)
+//   → Formats (safetensors) → Models (Llama, BERT) → Training (optimizer) → lora (CLI).
+let package = Package(
+    name: "swift-lora",
+    products: [
+        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "Models", "Training"]),
+        .executable(name: "lora", targets: ["lora"]),
+        .executable(name: "lora-bench", targets: ["LoRABench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            path: "Sources/CBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(name: "Kernels", dependencies: ["CBLAS"]),
+        .target(name: "Layers", dependencies: ["Kernels"]),
+        .target(name: "LoRA", dependencies: ["Kernels", "Layers"]),
+        .target(name: "Formats", dependencies: ["Kernels"]),
+        .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats"]),
+        .target(name: "Training", dependencies: ["Kernels", "Layers"]),
+        .executableTarget(
+            name: "lora",
+            dependencies: ["Models", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "LoRABench",
+            dependencies: ["Kernels", "Layers", "LoRA", "Models", "Training"],
+            path: "Benchmarks/LoRABench"
+        ),
+        .target(name: "TestSupport", dependencies: ["Kernels", "Formats"], path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "TestSupport"]),
+        .testTarget(name: "LoRATests", dependencies: ["LoRA", "TestSupport"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
+    ]
+)

@@ -1,0 +1,2 @@
+// The one C boundary of swift-lora: Debian's OpenBLAS (libopenblas-dev).
+#include <cblas.h>

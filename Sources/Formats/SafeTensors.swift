@@ -1,0 +1,199 @@
+import Foundation
+import Kernels
+
+/// Everything that can be wrong with a safetensors file, with the tensor name where one applies.
+public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
+    case cannotRead(path: String, reason: String)
+    case truncatedHeader(fileSize: Int)
+    case headerSizeOutOfRange(declared: UInt64, fileSize: Int)
+    case invalidHeader(String)
+    case unsupportedDType(tensor: String, dtype: String)
+    case invalidShape(tensor: String, shape: [Int])
+    case sizeMismatch(tensor: String, expectedBytes: Int, declaredBytes: Int)
+    case offsetsOutOfRange(tensor: String, begin: Int, end: Int, dataSize: Int)
+    case overlappingTensors(String, String)
+    case unindexedBytes(at: Int)
+    case missingTensor(String)
+    case notIntegral(tensor: String, dtype: String)
+
+    public var description: String {
+        switch self {
+        case let .cannotRead(path, reason): "cannot read \(path): \(reason)"
+        case let .truncatedHeader(size): "not a safetensors file: \(size) bytes is too short for a header"
+        case let .headerSizeOutOfRange(declared, size): "safetensors header declares \(declared) bytes but the file has \(size)"
+        case let .invalidHeader(why): "invalid safetensors header: \(why)"
+        case let .unsupportedDType(name, dtype): "tensor '\(name)': unsupported dtype \(dtype)"
+        case let .invalidShape(name, shape): "tensor '\(name)': invalid shape \(shape)"
+        case let .sizeMismatch(name, expected, declared): "tensor '\(name)': shape needs \(expected) bytes but offsets span \(declared)"
+        case let .offsetsOutOfRange(name, b, e, size): "tensor '\(name)': bytes \(b)..<\(e) lie outside the \(size)-byte data section"
+        case let .overlappingTensors(a, b): "tensors '\(a)' and '\(b)' overlap"
+        case let .unindexedBytes(offset): "data section has bytes not covered by any tensor at offset \(offset)"
+        case let .missingTensor(name): "no tensor named '\(name)'"
+        case let .notIntegral(name, dtype): "tensor '\(name)' has dtype \(dtype), expected an integer type"
+        }
+    }
+}
+
+/// A safetensors file (https://github.com/huggingface/safetensors), memory-mapped, with its
+/// header validated against the file before any tensor is touched.
+///
+/// Layout: u64 little-endian header size N, N bytes of JSON
+/// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {…}}`, then the data,
+/// offsets relative to its start, every byte belonging to exactly one tensor.
+public struct SafeTensorsFile: Sendable {
+    public enum DType: String, Sendable {
+        case f32 = "F32", f16 = "F16", bf16 = "BF16", i64 = "I64", i32 = "I32"
+        var byteSize: Int { switch self { case .f32, .i32: 4; case .f16, .bf16: 2; case .i64: 8 } }
+    }
+
+    public struct Entry: Sendable {
+        public let dtype: DType
+        public let shape: [Int]
+        /// Byte range within the data section.
+        public let range: Range<Int>
+    }
+
+    public static let maximumHeaderSize = 100 * 1024 * 1024
+
+    public let metadata: [String: String]
+    public let entries: [String: Entry]
+    private let data: Data
+    private let dataStart: Int
+
+    public init(url: URL) throws(SafeTensorsError) {
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .alwaysMapped)
+        } catch {
+            throw .cannotRead(path: url.path, reason: error.localizedDescription)
+        }
+        try self.init(data: data)
+    }
+
+    public init(data: Data) throws(SafeTensorsError) {
+        guard data.count >= 8 else { throw .truncatedHeader(fileSize: data.count) }
+        let declared = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard declared <= UInt64(min(Self.maximumHeaderSize, data.count - 8)) else {
+            throw .headerSizeOutOfRange(declared: declared, fileSize: data.count)
+        }
+        let headerSize = Int(declared)
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: data.subdata(in: data.startIndex + 8 ..< data.startIndex + 8 + headerSize))
+        } catch {
+            throw .invalidHeader("not JSON (\(error.localizedDescription))")
+        }
+        guard let header = json as? [String: Any] else { throw .invalidHeader("not a JSON object") }
+        let dataSize = data.count - 8 - headerSize
+        var metadata: [String: String] = [:]
+        var entries: [String: Entry] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                guard let m = value as? [String: String] else { throw .invalidHeader("__metadata__ must map strings to strings") }
+                metadata = m
+                continue
+            }
+            entries[name] = try Self.parseEntry(name: name, value, dataSize: dataSize)
+        }
+        // Every byte of the data section belongs to exactly one tensor.
+        let ordered = entries.sorted { ($0.value.range.lowerBound, $0.key) < ($1.value.range.lowerBound, $1.key) }
+        var cursor = 0
+        var previous = ""
+        for (name, entry) in ordered {
+            if entry.range.lowerBound < cursor { throw .overlappingTensors(previous, name) }
+            if entry.range.lowerBound > cursor { throw .unindexedBytes(at: cursor) }
+            cursor = entry.range.upperBound
+            previous = name
+        }
+        if cursor != dataSize { throw .unindexedBytes(at: cursor) }
+        self.metadata = metadata
+        self.entries = entries
+        self.data = data
+        self.dataStart = 8 + headerSize
+    }
+
+    private static func parseEntry(name: String, _ value: Any, dataSize: Int) throws(SafeTensorsError) -> Entry {
+        guard let fields = value as? [String: Any],
+              let dtypeName = fields["dtype"] as? String,
+              let shapeValues = fields["shape"] as? [Any],
+              let offsets = fields["data_offsets"] as? [Any], offsets.count == 2
+        else { throw .invalidHeader("tensor '\(name)' needs dtype, shape and two data_offsets") }
+        guard let dtype = DType(rawValue: dtypeName) else { throw .unsupportedDType(tensor: name, dtype: dtypeName) }
+        var shape: [Int] = []
+        for v in shapeValues {
+            guard let d = (v as? NSNumber)?.intValue, d >= 0 else { throw .invalidHeader("tensor '\(name)': shape must be non-negative integers") }
+            shape.append(d)
+        }
+        guard let begin = (offsets[0] as? NSNumber)?.intValue, let end = (offsets[1] as? NSNumber)?.intValue,
+              begin >= 0, end >= begin, end <= dataSize
+        else {
+            let b = (offsets[0] as? NSNumber)?.intValue ?? -1, e = (offsets[1] as? NSNumber)?.intValue ?? -1
+            throw .offsetsOutOfRange(tensor: name, begin: b, end: e, dataSize: dataSize)
+        }
+        // Checked arithmetic: a shape whose element count overflows is invalid, never a crash.
+        var bytes = dtype.byteSize
+        for d in shape {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw .invalidShape(tensor: name, shape: shape) }
+            bytes = product
+        }
+        guard bytes == end - begin else { throw .sizeMismatch(tensor: name, expectedBytes: bytes, declaredBytes: end - begin) }
+        return Entry(dtype: dtype, shape: shape, range: begin..<end)
+    }
+
+    public var names: [String] { entries.keys.sorted() }
+
+    public func entry(_ name: String) throws(SafeTensorsError) -> Entry {
+        guard let e = entries[name] else { throw .missingTensor(name) }
+        return e
+    }
+
+    /// The tensor converted to Float32 (F32, F16, BF16; integers are converted exactly when small).
+    public func tensor(_ name: String) throws(SafeTensorsError) -> Tensor {
+        let e = try entry(name)
+        let t = Tensor(shape: e.shape)
+        let out = t.data
+        let n = t.count
+        withBytes(e) { raw in
+            switch e.dtype {
+            case .f32:
+                for i in 0..<n { out[i] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian) }
+            case .f16:
+                for i in 0..<n { out[i] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian)) }
+            case .bf16:
+                for i in 0..<n { out[i] = Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian) << 16) }
+            case .i64:
+                for i in 0..<n { out[i] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))) }
+            case .i32:
+                for i in 0..<n { out[i] = Float(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))) }
+            }
+        }
+        return t
+    }
+
+    /// An integer tensor (I64 or I32), flattened.
+    public func integers(_ name: String) throws(SafeTensorsError) -> [Int] {
+        let e = try entry(name)
+        let n = e.shape.reduce(1, *)
+        switch e.dtype {
+        case .i64: return withBytes(e) { raw in (0..<n).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } }
+        case .i32: return withBytes(e) { raw in (0..<n).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) } }
+        default: throw .notIntegral(tensor: name, dtype: e.dtype.rawValue)
+        }
+    }
+
+    /// All floating-point tensors by name.
+    public func floatTensors() throws(SafeTensorsError) -> [String: Tensor] {
+        var result: [String: Tensor] = [:]
+        for (name, e) in entries where e.dtype == .f32 || e.dtype == .f16 || e.dtype == .bf16 {
+            result[name] = try tensor(name)
+        }
+        return result
+    }
+
+    private func withBytes<R>(_ e: Entry, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        data.withUnsafeBytes { all in
+            body(UnsafeRawBufferPointer(rebasing: all[(dataStart + e.range.lowerBound)..<(dataStart + e.range.upperBound)]))
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import Kernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The gated activation of Llama's MLP: h = silu(gate) ⊙ up, silu(g) = g · σ(g).
+///
+///     gate, up, h: [N, I]
+///     backward: dgate = dh ⊙ up ⊙ σ(g) · (1 + g · (1 − σ(g))),   dup = dh ⊙ silu(g)
+public final class SwiGLU {
+    public let output = Tensor(shape: [0])
+    public let gateGradient = Tensor(shape: [0])
+    public let upGradient = Tensor(shape: [0])
+    private var saved: (gate: Tensor, up: Tensor)?
+
+    public init() {}
+
+    public func forward(gate: Tensor, up: Tensor) -> Tensor {
+        precondition(gate.shape == up.shape)
+        saved = (gate, up)
+        output.resize(gate.shape)
+        for i in 0..<gate.count {
+            let g = gate.data[i]
+            output.data[i] = g / (1 + expf(-g)) * up.data[i]
+        }
+        return output
+    }
+
+    public func backward(_ dh: Tensor) -> (dGate: Tensor, dUp: Tensor) {
+        guard let (gate, up) = saved else { preconditionFailure("SwiGLU backward before forward") }
+        gateGradient.resize(gate.shape)
+        upGradient.resize(up.shape)
+        for i in 0..<gate.count {
+            let g = gate.data[i], s = 1 / (1 + expf(-g))
+            upGradient.data[i] = dh.data[i] * g * s
+            gateGradient.data[i] = dh.data[i] * up.data[i] * s * (1 + g * (1 - s))
+        }
+        return (gateGradient, upGradient)
+    }
+}
+
+/// Exact GELU, as BERT uses it: y = x · Φ(x) = ½ x (1 + erf(x / √2)).
+///
+///     backward: dx = dy · (Φ(x) + x · φ(x)),  φ(x) = exp(−x²/2) / √(2π)
+public final class GELU {
+    public let output = Tensor(shape: [0])
+    public let inputGradient = Tensor(shape: [0])
+    private var input: Tensor?
+
+    public init() {}
+
+    public func forward(_ x: Tensor) -> Tensor {
+        input = x
+        output.resize(x.shape)
+        for i in 0..<x.count {
+            let v = x.data[i]
+            output.data[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        }
+        return output
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard let x = input else { preconditionFailure("GELU backward before forward") }
+        inputGradient.resize(x.shape)
+        for i in 0..<x.count {
+            let v = x.data[i]
+            let cdf = 0.5 * (1 + erff(v * 0.70710678118654752))
+            let pdf = expf(-0.5 * v * v) * 0.39894228040143268
+            inputGradient.data[i] = dy.data[i] * (cdf + v * pdf)
+        }
+        return inputGradient
+    }
+}
+
+/// y = tanh(x) (BERT's pooler).   backward: dx = dy · (1 − y²)
+public final class Tanh {
+    public let output = Tensor(shape: [0])
+    public let inputGradient = Tensor(shape: [0])
+
+    public init() {}
+
+    public func forward(_ x: Tensor) -> Tensor {
+        output.resize(x.shape)
+        for i in 0..<x.count { output.data[i] = tanhf(x.data[i]) }
+        return output
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        inputGradient.resize(output.shape)
+        for i in 0..<output.count {
+            let y = output.data[i]
+            inputGradient.data[i] = dy.data[i] * (1 - y * y)
+        }
+        return inputGradient
+    }
+}

@@ -1,0 +1,144 @@
+import Kernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which keys each query may attend to.
+public struct AttentionMask: Sendable {
+    /// Query i sees only keys j ≤ i (decoders).
+    public var causal: Bool
+    /// [B·T], 1 = real token, 0 = padding (never attended to); nil = no padding.
+    public var keyPadding: [Int]?
+
+    public init(causal: Bool, keyPadding: [Int]? = nil) {
+        self.causal = causal
+        self.keyPadding = keyPadding
+    }
+}
+
+/// Scaled dot-product attention over heads, with grouped-query heads (kvHeads divides heads;
+/// query head h reads key/value head h / (heads / kvHeads)).
+///
+///     q: [B, T, H·D], k, v: [B, T, KV·D]  →  out: [B, T, H·D]
+///     S = q·kᵀ / √D,  masked entries −∞,  P = softmax(S) (saved, [B, H, T, T]),  out = P·v
+///
+///     backward: dP = dout·vᵀ
+///               dS = P ⊙ (dP − rowsum(dP ⊙ P))
+///               dq = dS·k / √D,  dk += dSᵀ·q / √D,  dv += Pᵀ·dout   (summed over a group's heads)
+///
+/// A query row whose keys are all masked gets zero output and zero gradient.
+public final class ScaledDotProductAttention {
+    public let heads: Int
+    public let kvHeads: Int
+    public let headDimension: Int
+    public let output = Tensor(shape: [0])
+    public let queryGradient = Tensor(shape: [0])
+    public let keyGradient = Tensor(shape: [0])
+    public let valueGradient = Tensor(shape: [0])
+    private let probabilities = Tensor(shape: [0])   // [B, H, T, T]
+    private let scratch = Tensor(shape: [0])          // [T, T] for dP
+    private var saved: (q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int)?
+
+    public init(heads: Int, kvHeads: Int, headDimension: Int) {
+        precondition(kvHeads > 0 && heads % kvHeads == 0, "heads (\(heads)) must be a multiple of kv heads (\(kvHeads))")
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headDimension = headDimension
+    }
+
+    public func forward(q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int, mask: AttentionMask) -> Tensor {
+        let h = heads, g = heads / kvHeads, d = headDimension, t = length
+        let qStride = h * d, kvStride = kvHeads * d
+        precondition(q.count == batch * t * qStride && k.count == batch * t * kvStride && v.count == k.count)
+        if let pad = mask.keyPadding { precondition(pad.count == batch * t) }
+        saved = (q, k, v, batch, t)
+        output.resize([batch, t, qStride])
+        probabilities.resize([batch, h, t, t])
+        let scale = 1 / Float(d).squareRoot()
+        for b in 0..<batch {
+            for head in 0..<h {
+                let qp = q.data + b * t * qStride + head * d
+                let kp = k.data + b * t * kvStride + (head / g) * d
+                let vp = v.data + b * t * kvStride + (head / g) * d
+                let p = probabilities.data + (b * h + head) * t * t
+                matmul(transposeB: true, m: t, n: t, k: d, alpha: scale, qp, lda: qStride, kp, ldb: kvStride, p, ldc: t)
+                for i in 0..<t {
+                    softmaxRow(p + i * t, query: i, length: t, mask: mask, paddingOffset: b * t)
+                }
+                matmul(m: t, n: d, k: t, p, lda: t, vp, ldb: kvStride, output.data + b * t * qStride + head * d, ldc: qStride)
+            }
+        }
+        return output
+    }
+
+    /// Softmax over the keys query i may see; every other entry becomes exactly 0.
+    @inline(__always)
+    private func softmaxRow(_ row: UnsafeMutablePointer<Float>, query i: Int, length t: Int, mask: AttentionMask, paddingOffset: Int) {
+        let last = mask.causal ? i : t - 1
+        var maxValue = -Float.infinity
+        for j in 0...last where isVisible(j, mask, paddingOffset) { maxValue = max(maxValue, row[j]) }
+        if maxValue == -.infinity {   // nothing visible
+            row.update(repeating: 0, count: t)
+            return
+        }
+        var sum: Float = 0
+        for j in 0..<t {
+            if j <= last && isVisible(j, mask, paddingOffset) {
+                let e = expf(row[j] - maxValue)
+                row[j] = e
+                sum += e
+            } else {
+                row[j] = 0
+            }
+        }
+        let inv = 1 / sum
+        for j in 0...last { row[j] *= inv }
+    }
+
+    @inline(__always)
+    private func isVisible(_ j: Int, _ mask: AttentionMask, _ offset: Int) -> Bool {
+        guard let pad = mask.keyPadding else { return true }
+        return pad[offset + j] != 0
+    }
+
+    /// Returns (dq, dk, dv) in the layouts of q, k, v.
+    public func backward(_ dOut: Tensor) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+        guard let (q, k, v, batch, t) = saved else { preconditionFailure("attention backward before forward") }
+        let h = heads, g = heads / kvHeads, d = headDimension
+        let qStride = h * d, kvStride = kvHeads * d
+        queryGradient.resize(q.shape)
+        keyGradient.resize(k.shape)
+        valueGradient.resize(v.shape)
+        keyGradient.zero()
+        valueGradient.zero()
+        scratch.resize([t, t])
+        let scale = 1 / Float(d).squareRoot()
+        let dP = scratch.data
+        for b in 0..<batch {
+            for head in 0..<h {
+                let qOff = b * t * qStride + head * d
+                let kvOff = b * t * kvStride + (head / g) * d
+                let p = probabilities.data + (b * h + head) * t * t
+                let dO = dOut.data + qOff
+                // dv += Pᵀ · dout
+                matmul(transposeA: true, m: t, n: d, k: t, p, lda: t, dO, ldb: qStride, beta: 1,
+                       valueGradient.data + kvOff, ldc: kvStride)
+                // dP = dout · vᵀ
+                matmul(transposeB: true, m: t, n: t, k: d, dO, lda: qStride, v.data + kvOff, ldb: kvStride, dP, ldc: t)
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place in dP
+                for i in 0..<t {
+                    let pr = p + i * t, dr = dP + i * t
+                    var dot: Float = 0
+                    for j in 0..<t { dot += pr[j] * dr[j] }
+                    for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) }
+                }
+                // dq = dS · k / √D ;  dk += dSᵀ · q / √D
+                matmul(m: t, n: d, k: t, alpha: scale, dP, lda: t, k.data + kvOff, ldb: kvStride,
+                       queryGradient.data + qOff, ldc: qStride)
+                matmul(transposeA: true, m: t, n: d, k: t, alpha: scale, dP, lda: t, q.data + qOff, ldb: qStride, beta: 1,
+                       keyGradient.data + kvOff, ldc: kvStride)
+            }
+        }
+        return (queryGradient, keyGradient, valueGradient)
+    }
+}

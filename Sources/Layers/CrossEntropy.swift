@@ -1,0 +1,127 @@
+import Kernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Targets equal to this are ignored (PyTorch's and Hugging Face's convention).
+public let ignoreIndex = -100
+
+/// Softmax cross-entropy over rows of logits, the core both losses below share.
+///
+///     loss_n = logsumexp(z[n]) − z[n, target_n]               for target_n ≠ ignoreIndex
+///     dz[n]  = (softmax(z[n]) − onehot(target_n)) · gradScale  (rows with ignored targets: 0)
+///
+/// `z` is [rows, classes] with row stride `classes`. If `dz` is given it may alias `z`
+/// (the gradient overwrites the logits row by row, so no second buffer of probabilities
+/// is ever materialised). Returns the summed loss (in Double) over the rows it counted.
+public func softmaxCrossEntropyRows(
+    _ z: UnsafeMutablePointer<Float>, rows: Int, classes: Int, targets: ArraySlice<Int>,
+    gradient dz: UnsafeMutablePointer<Float>?, gradScale: Float
+) -> Double {
+    precondition(targets.count == rows)
+    var total = 0.0
+    for (r, target) in targets.enumerated() {
+        let row = z + r * classes
+        let drow = dz.map { $0 + r * classes }
+        if target == ignoreIndex {
+            drow?.update(repeating: 0, count: classes)
+            continue
+        }
+        precondition(target >= 0 && target < classes, "target \(target) outside 0..<\(classes)")
+        var maxValue = -Float.infinity
+        for j in 0..<classes { maxValue = max(maxValue, row[j]) }
+        var sum: Float = 0
+        for j in 0..<classes { sum += expf(row[j] - maxValue) }
+        let logSumExp = maxValue + logf(sum)
+        total += Double(logSumExp - row[target])
+        if let drow {
+            for j in 0..<classes { drow[j] = expf(row[j] - logSumExp) * gradScale }
+            drow[target] -= gradScale
+        }
+    }
+    return total
+}
+
+/// Mean cross-entropy over the rows whose target is not ignored (for small heads such as a
+/// classifier, where the logits are materialised anyway).
+///
+///     logits: [N, K], targets: [N]  →  loss (scalar);  backward: dlogits [N, K]
+public final class CrossEntropyLoss {
+    public let logitsGradient = Tensor(shape: [0])
+
+    public init() {}
+
+    /// Returns the mean loss and the number of counted rows, and fills `logitsGradient`
+    /// with d(mean loss)/d(logits) (all zeros when no row counts).
+    public func forwardBackward(logits: Tensor, targets: [Int]) -> (loss: Float, count: Int) {
+        let classes = logits.rowLength, rows = logits.rowCount
+        let counted = targets.lazy.filter { $0 != ignoreIndex }.count
+        logitsGradient.resize(logits.shape)
+        logitsGradient.copy(from: logits)
+        let scale: Float = counted > 0 ? 1 / Float(counted) : 0
+        let sum = softmaxCrossEntropyRows(logitsGradient.data, rows: rows, classes: classes, targets: targets[...],
+                                          gradient: logitsGradient.data, gradScale: scale)
+        return (counted > 0 ? Float(sum / Double(counted)) : 0, counted)
+    }
+}
+
+/// A language-model head fused with its loss, so the [N, V] logits never exist at once.
+///
+///     x: [N, C], W: [V, C] (the head, often tied to the embedding), targets: [N]
+///     loss = mean over counted rows of CE(x[n] · Wᵀ, target_n)
+///     dx[n] = dz[n] · W,   dW += dzᵀ · x   (trainable only)
+///
+/// Rows whose target is ignored cost nothing: counted rows are gathered into chunks of
+/// `chunkRows`, and each chunk's logits buffer is overwritten by its own gradient.
+public final class ChunkedLMHeadLoss {
+    public let chunkRows: Int
+    public let inputGradient = Tensor(shape: [0])
+    private let chunkInput = Tensor(shape: [0])    // [chunk, C] gathered rows
+    private let chunkLogits = Tensor(shape: [0])   // [chunk, V] logits, then their gradient
+    private let chunkInputGradient = Tensor(shape: [0])
+
+    public init(chunkRows: Int = 64) { self.chunkRows = chunkRows }
+
+    /// Computes the mean loss; when `computeGradients`, also fills `inputGradient` ([N, C]) and
+    /// accumulates the head's gradient if it is trainable.
+    public func callAsFunction(_ x: Tensor, head: Parameter, targets: [Int], computeGradients: Bool) -> (loss: Float, count: Int) {
+        let c = x.rowLength, n = x.rowCount, vocab = head.shape[0]
+        precondition(head.shape[1] == c && targets.count == n)
+        if computeGradients {
+            inputGradient.resize(x.shape)
+            inputGradient.zero()
+        }
+        var rows: [Int] = []
+        rows.reserveCapacity(n)
+        for (i, t) in targets.enumerated() where t != ignoreIndex { rows.append(i) }
+        guard !rows.isEmpty else { return (0, 0) }
+        let scale = 1 / Float(rows.count)
+        chunkInput.resize([chunkRows, c])
+        chunkLogits.resize([chunkRows, vocab])
+        chunkInputGradient.resize([chunkRows, c])
+        var total = 0.0
+        var chunkTargets = [Int](repeating: 0, count: chunkRows)
+        for start in stride(from: 0, to: rows.count, by: chunkRows) {
+            let m = min(chunkRows, rows.count - start)
+            for r in 0..<m {
+                (chunkInput.data + r * c).update(from: x.data + rows[start + r] * c, count: c)
+                chunkTargets[r] = targets[rows[start + r]]
+            }
+            matmul(transposeB: true, m: m, n: vocab, k: c, chunkInput.data, lda: c, head.value.data, ldb: c,
+                   chunkLogits.data, ldc: vocab)
+            total += softmaxCrossEntropyRows(chunkLogits.data, rows: m, classes: vocab, targets: chunkTargets[0..<m],
+                                             gradient: computeGradients ? chunkLogits.data : nil, gradScale: scale)
+            guard computeGradients else { continue }
+            matmul(m: m, n: c, k: vocab, chunkLogits.data, lda: vocab, head.value.data, ldb: c,
+                   chunkInputGradient.data, ldc: c)
+            for r in 0..<m {
+                (inputGradient.data + rows[start + r] * c).update(from: chunkInputGradient.data + r * c, count: c)
+            }
+            if let dW = head.grad {
+                matmul(transposeA: true, m: vocab, n: c, k: m, chunkLogits.data, lda: vocab, chunkInput.data, ldb: c,
+                       beta: 1, dW.data, ldc: c)
+            }
+        }
+        return (Float(total / Double(rows.count)), rows.count)
+    }
+}

@@ -1,0 +1,66 @@
+import Kernels
+
+/// A fully connected layer in Hugging Face layout.
+///
+///     forward:  y[N, out] = x[N, in] · Wᵀ + b        W: [out, in], b: [out]
+///     backward: dx[N, in] = dy · W
+///               dW[out, in] += dyᵀ · x     (trainable only)
+///               db[out]     += Σₙ dy[n]     (trainable only)
+///
+/// `N` is every leading dimension flattened (batch × time). A frozen weight gets no dW:
+/// the gradient is never computed, not merely discarded.
+public final class Linear {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+    /// The layer's output, reused by every forward call.
+    public let output = Tensor(shape: [0])
+    /// Input of the last forward, kept by reference for dW.
+    private var input: Tensor?
+
+    public init(inFeatures: Int, outFeatures: Int, bias: Bool, trainable: Bool = false) {
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        weight = Parameter("weight", Tensor(shape: [outFeatures, inFeatures]), trainable: trainable)
+        self.bias = bias ? Parameter("bias", Tensor(shape: [outFeatures]), trainable: trainable) : nil
+    }
+
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.rowLength == inFeatures, "Linear(\(inFeatures)→\(outFeatures)) got \(x.shape)")
+        input = x
+        output.resize(replacingLast(x.shape, with: outFeatures))
+        if let bias {
+            for n in 0..<x.rowCount { (output.data + n * outFeatures).update(from: bias.value.data, count: outFeatures) }
+            matmul(x, transposedWeight: weight.value, into: output, beta: 1)
+        } else {
+            matmul(x, transposedWeight: weight.value, into: output)
+        }
+        return output
+    }
+
+    /// Writes (or with `accumulate`, adds) the input gradient into `dx`; accumulates parameter
+    /// gradients for trainable parameters only. `dx == nil` skips the input gradient.
+    public func backward(_ dy: Tensor, dx: Tensor?, accumulate: Bool = false) {
+        let n = dy.rowCount
+        precondition(dy.rowLength == outFeatures, "Linear backward got \(dy.shape)")
+        if let dx {
+            precondition(dx.count == n * inFeatures, "dx \(dx.shape) for \(n)×\(inFeatures)")
+            matmul(m: n, n: inFeatures, k: outFeatures, dy.data, lda: outFeatures,
+                   weight.value.data, ldb: inFeatures, beta: accumulate ? 1 : 0, dx.data, ldc: inFeatures)
+        }
+        if let dW = weight.grad {
+            guard let x = input else { preconditionFailure("Linear backward before forward") }
+            matmul(transposeA: true, m: outFeatures, n: inFeatures, k: n, dy.data, lda: outFeatures,
+                   x.data, ldb: inFeatures, beta: 1, dW.data, ldc: inFeatures)
+        }
+        if let db = bias?.grad {
+            for row in 0..<n {
+                let d = dy.data + row * outFeatures
+                for j in 0..<outFeatures { db.data[j] += d[j] }
+            }
+        }
+    }
+}

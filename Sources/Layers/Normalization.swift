@@ -1,0 +1,138 @@
+import Kernels
+
+/// Root-mean-square normalisation (Llama), computed in fp32 as Hugging Face does.
+///
+///     forward:  r[n] = 1 / √(mean(x[n]²) + ε),  x̂ = x · r,  y = w ⊙ x̂      x, y: [N, C], w: [C]
+///     backward: dx̂ = dy ⊙ w
+///               dx = r · (dx̂ − x̂ · mean(dx̂ ⊙ x̂))
+///               dw += Σₙ dy ⊙ x̂                                             (trainable only)
+public final class RMSNorm {
+    public let dimension: Int
+    public let epsilon: Float
+    public let weight: Parameter
+    public let output = Tensor(shape: [0])
+    public let inputGradient = Tensor(shape: [0])
+    private var input: Tensor?
+    private let rstd = Tensor(shape: [0])   // [N]
+
+    public init(dimension: Int, epsilon: Float, trainable: Bool = false) {
+        self.dimension = dimension
+        self.epsilon = epsilon
+        weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 }), trainable: trainable)
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.rowLength == dimension)
+        input = x
+        let n = x.rowCount, c = dimension
+        output.resize(x.shape)
+        rstd.resize([n])
+        let w = weight.value.data
+        for row in 0..<n {
+            let xr = x.data + row * c, yr = output.data + row * c
+            var ss: Float = 0
+            for j in 0..<c { ss += xr[j] * xr[j] }
+            let r = 1 / (ss / Float(c) + epsilon).squareRoot()
+            rstd.data[row] = r
+            for j in 0..<c { yr[j] = w[j] * (xr[j] * r) }
+        }
+        return output
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard let x = input else { preconditionFailure("RMSNorm backward before forward") }
+        let n = x.rowCount, c = dimension
+        inputGradient.resize(x.shape)
+        let w = weight.value.data
+        let dw = weight.grad?.data
+        for row in 0..<n {
+            let xr = x.data + row * c, dyr = dy.data + row * c, dxr = inputGradient.data + row * c
+            let r = rstd.data[row]
+            var dot: Float = 0   // Σ dx̂ ⊙ x̂
+            for j in 0..<c { dot += dyr[j] * w[j] * xr[j] * r }
+            let meanDot = dot / Float(c)
+            for j in 0..<c {
+                let xhat = xr[j] * r
+                dxr[j] = r * (dyr[j] * w[j] - xhat * meanDot)
+                dw?[j] += dyr[j] * xhat
+            }
+        }
+        return inputGradient
+    }
+}
+
+/// Layer normalisation (BERT).
+///
+///     forward:  μ = mean(x[n]),  r = 1 / √(var(x[n]) + ε),  x̂ = (x − μ) · r,  y = w ⊙ x̂ + b
+///     backward: dx̂ = dy ⊙ w
+///               dx = r · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂))
+///               dw += Σₙ dy ⊙ x̂,  db += Σₙ dy                                  (trainable only)
+public final class LayerNorm {
+    public let dimension: Int
+    public let epsilon: Float
+    public let weight: Parameter
+    public let bias: Parameter
+    public let output = Tensor(shape: [0])
+    public let inputGradient = Tensor(shape: [0])
+    private var input: Tensor?
+    private let mean = Tensor(shape: [0])   // [N]
+    private let rstd = Tensor(shape: [0])   // [N]
+
+    public init(dimension: Int, epsilon: Float, trainable: Bool = false) {
+        self.dimension = dimension
+        self.epsilon = epsilon
+        weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 }), trainable: trainable)
+        bias = Parameter("bias", Tensor(shape: [dimension]), trainable: trainable)
+    }
+
+    public var parameters: [Parameter] { [weight, bias] }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.rowLength == dimension)
+        input = x
+        let n = x.rowCount, c = dimension
+        output.resize(x.shape)
+        mean.resize([n])
+        rstd.resize([n])
+        let w = weight.value.data, b = bias.value.data
+        for row in 0..<n {
+            let xr = x.data + row * c, yr = output.data + row * c
+            var sum: Float = 0
+            for j in 0..<c { sum += xr[j] }
+            let mu = sum / Float(c)
+            var v: Float = 0
+            for j in 0..<c { let d = xr[j] - mu; v += d * d }
+            let r = 1 / (v / Float(c) + epsilon).squareRoot()
+            mean.data[row] = mu
+            rstd.data[row] = r
+            for j in 0..<c { yr[j] = (xr[j] - mu) * r * w[j] + b[j] }
+        }
+        return output
+    }
+
+    public func backward(_ dy: Tensor) -> Tensor {
+        guard let x = input else { preconditionFailure("LayerNorm backward before forward") }
+        let n = x.rowCount, c = dimension
+        inputGradient.resize(x.shape)
+        let w = weight.value.data
+        let dw = weight.grad?.data, db = bias.grad?.data
+        for row in 0..<n {
+            let xr = x.data + row * c, dyr = dy.data + row * c, dxr = inputGradient.data + row * c
+            let mu = mean.data[row], r = rstd.data[row]
+            var sumD: Float = 0, sumDX: Float = 0
+            for j in 0..<c {
+                let dxhat = dyr[j] * w[j]
+                sumD += dxhat
+                sumDX += dxhat * (xr[j] - mu) * r
+            }
+            let meanD = sumD / Float(c), meanDX = sumDX / Float(c)
+            for j in 0..<c {
+                let xhat = (xr[j] - mu) * r
+                dxr[j] = r * (dyr[j] * w[j] - meanD - xhat * meanDX)
+                dw?[j] += dyr[j] * xhat
+                db?[j] += dyr[j]
+            }
+        }
+        return inputGradient
+    }
+}

@@ -1,0 +1,251 @@
+import Kernels
+import Layers
+
+/// How `A` is initialised (`B` always starts at zero, so training starts from the base model).
+public enum LoRAInitialization: String, Sendable, Codable {
+    /// The paper's choice, as PEFT's `init_lora_weights="gaussian"`: A ~ N(0, (1/r)²).
+    case gaussian
+    /// PEFT's default (`init_lora_weights=True`): Kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in).
+    case kaimingUniform
+}
+
+/// The hyper-parameters of one adapter on one layer.
+public struct LoRASettings: Sendable, Equatable {
+    public var rank: Int
+    public var alpha: Float
+    public var dropout: Float
+    /// rsLoRA: scale α/√r instead of α/r.
+    public var useRSLoRA: Bool
+    public var initialization: LoRAInitialization
+
+    public init(rank: Int, alpha: Float, dropout: Float = 0, useRSLoRA: Bool = false,
+                initialization: LoRAInitialization = .gaussian) {
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.useRSLoRA = useRSLoRA
+        self.initialization = initialization
+    }
+
+    /// The factor on the low-rank path: α/r, or α/√r with rsLoRA.
+    public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
+
+    public func validate() throws(LoRAError) {
+        guard rank > 0 else { throw .invalidSettings("rank must be positive, got \(rank)") }
+        guard alpha.isFinite else { throw .invalidSettings("alpha must be finite, got \(alpha)") }
+        guard dropout >= 0 && dropout < 1 else { throw .invalidSettings("dropout must be in [0, 1), got \(dropout)") }
+    }
+}
+
+public enum LoRAError: Error, Equatable, CustomStringConvertible {
+    case invalidSettings(String)
+    case shapeMismatch(layer: String, tensor: String, expected: [Int], got: [Int])
+    case noSuchModule(String)
+    case noAdapter(layer: String)
+    case alreadyMerged(layer: String)
+    case notMerged(layer: String)
+    case nonFiniteMerge(layer: String)
+
+    public var description: String {
+        switch self {
+        case .invalidSettings(let why): "invalid LoRA settings: \(why)"
+        case let .shapeMismatch(layer, tensor, expected, got): "\(layer): \(tensor) has shape \(got), expected \(expected)"
+        case .noSuchModule(let name): "no linear module matches '\(name)'"
+        case .noAdapter(let layer): "\(layer): no LoRA adapter attached"
+        case .alreadyMerged(let layer): "\(layer): the adapter is already merged"
+        case .notMerged(let layer): "\(layer): the adapter is not merged"
+        case .nonFiniteMerge(let layer): "\(layer): merging would produce non-finite weights; the base weight was left unchanged"
+        }
+    }
+}
+
+/// The low-rank pair of one adapted layer: A: [r, in], B: [out, r], trainable.
+public final class LoRAAdapter {
+    public let settings: LoRASettings
+    public let a: Parameter
+    public let b: Parameter
+    /// Dropout's random state; one integer, so it can be checkpointed and replayed.
+    public var dropoutGenerator: SplitMix64
+
+    /// A fresh adapter: A drawn as `settings.initialization` says, B = 0.
+    public init(inFeatures: Int, outFeatures: Int, settings: LoRASettings, generator: inout SplitMix64) throws(LoRAError) {
+        try settings.validate()
+        self.settings = settings
+        let r = settings.rank
+        let aInit: Tensor
+        switch settings.initialization {
+        case .gaussian:
+            let std = 1 / Float(r)
+            aInit = Tensor(shape: [r, inFeatures], generator: { generator.nextGaussian() * std })
+        case .kaimingUniform:
+            let bound = 1 / Float(inFeatures).squareRoot()
+            aInit = Tensor(shape: [r, inFeatures], generator: { (2 * generator.nextUniform() - 1) * bound })
+        }
+        a = Parameter("lora_A", aInit, trainable: true)
+        b = Parameter("lora_B", Tensor(shape: [outFeatures, r]), trainable: true)
+        dropoutGenerator = SplitMix64(seed: generator.next())
+    }
+
+    public var parameters: [Parameter] { [a, b] }
+    public var rank: Int { settings.rank }
+    public var scale: Float { settings.scale }
+}
+
+/// A linear layer with an optional low-rank adapter — the one LoRA matmul entry point that
+/// every projection of every model goes through. With no adapter it is exactly `base`.
+///
+///     forward:  y[N, out] = x · W0ᵀ (+ b) + s · (drop(x) · Aᵀ) · Bᵀ        s = α/r (or α/√r)
+///               h[N, r] = drop(x) · Aᵀ is saved
+///     backward: dh = s · dy · B                                  [N, r]
+///               dB += s · dyᵀ · h                                 [out, r]
+///               dA += dhᵀ · drop(x)                               [r, in]
+///               dx = dy · W0 + drop′(dh · A)                      [N, in]
+///     W0 gets no gradient when frozen (the usual case): the base layer skips it.
+///
+/// `merge()` replaces W0 by W0 + s·B·A (computed in fp32, refused if non-finite) and keeps
+/// the original tensor, so `unmerge()` restores it bit for bit; `fuse()` merges for good.
+public final class LoRALinear {
+    /// The module path, e.g. `model.layers.0.self_attn.q_proj`; used in error messages.
+    public let name: String
+    public let base: Linear
+    public private(set) var adapter: LoRAAdapter?
+    public private(set) var isMerged = false
+    /// Dropout on the low-rank path is applied only while training.
+    public var isTraining = true
+    private var originalWeight: Tensor?
+
+    private let lowRank = Tensor(shape: [0])          // h  [N, r]
+    private let lowRankGradient = Tensor(shape: [0])  // dh [N, r]
+    private let dropped = Tensor(shape: [0])          // drop(x) [N, in]
+    private let dropMask = Tensor(shape: [0])         // 0 or 1/(1−p), [N, in]
+    private let droppedGradient = Tensor(shape: [0])  // d drop(x) [N, in]
+    private var input: Tensor?
+    private var usedDropout = false
+
+    public init(name: String, base: Linear) {
+        self.name = name
+        self.base = base
+    }
+
+    public convenience init(name: String, inFeatures: Int, outFeatures: Int, bias: Bool) {
+        self.init(name: name, base: Linear(inFeatures: inFeatures, outFeatures: outFeatures, bias: bias))
+    }
+
+    public var inFeatures: Int { base.inFeatures }
+    public var outFeatures: Int { base.outFeatures }
+    public var output: Tensor { base.output }
+
+    /// Attaches an adapter whose A and B fit this layer.
+    public func attach(_ adapter: LoRAAdapter) throws(LoRAError) {
+        guard !isMerged else { throw .alreadyMerged(layer: name) }
+        let r = adapter.rank
+        guard adapter.a.shape == [r, inFeatures] else {
+            throw .shapeMismatch(layer: name, tensor: "lora_A", expected: [r, inFeatures], got: adapter.a.shape)
+        }
+        guard adapter.b.shape == [outFeatures, r] else {
+            throw .shapeMismatch(layer: name, tensor: "lora_B", expected: [outFeatures, r], got: adapter.b.shape)
+        }
+        self.adapter = adapter
+    }
+
+    /// Removes the adapter (refused while merged: unmerge or fuse first).
+    @discardableResult
+    public func detach() throws(LoRAError) -> LoRAAdapter? {
+        guard !isMerged else { throw .alreadyMerged(layer: name) }
+        defer { adapter = nil }
+        return adapter
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        input = x
+        let y = base.forward(x)
+        guard let adapter, !isMerged else { return y }
+        let n = x.rowCount, inF = inFeatures, outF = outFeatures, r = adapter.rank
+        var xd = x
+        usedDropout = isTraining && adapter.settings.dropout > 0
+        if usedDropout {
+            let p = adapter.settings.dropout, keep = 1 / (1 - p)
+            dropped.resize(x.shape)
+            dropMask.resize(x.shape)
+            for i in 0..<x.count {
+                let m: Float = adapter.dropoutGenerator.nextUniform() < p ? 0 : keep
+                dropMask.data[i] = m
+                dropped.data[i] = x.data[i] * m
+            }
+            xd = dropped
+        }
+        lowRank.resize([n, r])
+        matmul(transposeB: true, m: n, n: r, k: inF, xd.data, lda: inF, adapter.a.value.data, ldb: inF, lowRank.data, ldc: r)
+        matmul(transposeB: true, m: n, n: outF, k: r, alpha: adapter.scale, lowRank.data, lda: r,
+               adapter.b.value.data, ldb: r, beta: 1, y.data, ldc: outF)
+        return y
+    }
+
+    /// Writes (or adds, with `accumulate`) dx; accumulates dA and dB. While merged, only the
+    /// base layer's gradients flow (the adapter is folded into W).
+    public func backward(_ dy: Tensor, dx: Tensor?, accumulate: Bool = false) {
+        base.backward(dy, dx: dx, accumulate: accumulate)
+        guard let adapter, !isMerged else { return }
+        guard let x = input else { preconditionFailure("LoRALinear backward before forward") }
+        let n = dy.rowCount, inF = inFeatures, outF = outFeatures, r = adapter.rank, s = adapter.scale
+        let xd = usedDropout ? dropped : x
+        if let dB = adapter.b.grad {
+            matmul(transposeA: true, m: outF, n: r, k: n, alpha: s, dy.data, lda: outF, lowRank.data, ldb: r,
+                   beta: 1, dB.data, ldc: r)
+        }
+        guard adapter.a.isTrainable || dx != nil else { return }
+        lowRankGradient.resize([n, r])
+        matmul(m: n, n: r, k: outF, alpha: s, dy.data, lda: outF, adapter.b.value.data, ldb: r,
+               lowRankGradient.data, ldc: r)
+        if let dA = adapter.a.grad {
+            matmul(transposeA: true, m: r, n: inF, k: n, lowRankGradient.data, lda: r, xd.data, ldb: inF,
+                   beta: 1, dA.data, ldc: inF)
+        }
+        guard let dx else { return }
+        if usedDropout {
+            droppedGradient.resize(x.shape)
+            matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, adapter.a.value.data, ldb: inF,
+                   droppedGradient.data, ldc: inF)
+            for i in 0..<x.count { dx.data[i] += droppedGradient.data[i] * dropMask.data[i] }
+        } else {
+            matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, adapter.a.value.data, ldb: inF,
+                   beta: 1, dx.data, ldc: inF)
+        }
+    }
+
+    /// W0 + s·B·A in fp32, as a new tensor; throws if any element is not finite.
+    public func mergedWeight() throws(LoRAError) -> Tensor {
+        guard let adapter else { throw .noAdapter(layer: name) }
+        let w = (originalWeight ?? base.weight.value).clone()
+        matmul(m: outFeatures, n: inFeatures, k: adapter.rank, alpha: adapter.scale,
+               adapter.b.value.data, lda: adapter.rank, adapter.a.value.data, ldb: inFeatures,
+               beta: 1, w.data, ldc: inFeatures)
+        guard w.isFinite else { throw .nonFiniteMerge(layer: name) }
+        return w
+    }
+
+    /// Folds the adapter into the weight; the original W0 is kept for `unmerge()`.
+    public func merge() throws(LoRAError) {
+        guard !isMerged else { throw .alreadyMerged(layer: name) }
+        let merged = try mergedWeight()
+        originalWeight = base.weight.value
+        base.weight.replaceValue(merged)
+        isMerged = true
+    }
+
+    /// Restores the exact original W0 (bit-identical).
+    public func unmerge() throws(LoRAError) {
+        guard isMerged, let originalWeight else { throw .notMerged(layer: name) }
+        base.weight.replaceValue(originalWeight)
+        self.originalWeight = nil
+        isMerged = false
+    }
+
+    /// Merges for good: the adapter is dropped along with the copy of W0 (deployment).
+    public func fuse() throws(LoRAError) {
+        if !isMerged { try merge() }
+        originalWeight = nil
+        isMerged = false
+        adapter = nil
+    }
+}

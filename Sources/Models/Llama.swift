@@ -1,0 +1,347 @@
+import Kernels
+import Layers
+import LoRA
+
+/// A Llama-family configuration; field names are those of Hugging Face `config.json`.
+public struct LlamaConfiguration: Codable, Sendable, Equatable {
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Float
+    public var ropeTheta: Float
+    public var maxPositionEmbeddings: Int
+    public var tieWordEmbeddings: Bool
+    public var attentionBias: Bool
+    public var mlpBias: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim", rmsNormEps = "rms_norm_eps"
+        case ropeTheta = "rope_theta", ropeParameters = "rope_parameters", ropeScaling = "rope_scaling"
+        case maxPositionEmbeddings = "max_position_embeddings", tieWordEmbeddings = "tie_word_embeddings"
+        case attentionBias = "attention_bias", mlpBias = "mlp_bias", hiddenAct = "hidden_act"
+    }
+
+    /// transformers ≥ 5 writes `rope_parameters`, earlier versions `rope_theta` + `rope_scaling`.
+    struct RopeParameters: Codable, Equatable {
+        var ropeTheta: Float?
+        var ropeType: String?
+        enum CodingKeys: String, CodingKey { case ropeTheta = "rope_theta", ropeType = "rope_type", type }
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta)
+            ropeType = try c.decodeIfPresent(String.self, forKey: .ropeType) ?? c.decodeIfPresent(String.self, forKey: .type)
+        }
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encodeIfPresent(ropeTheta, forKey: .ropeTheta)
+            try c.encodeIfPresent(ropeType, forKey: .ropeType)
+        }
+    }
+
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
+                numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil, rmsNormEps: Float = 1e-5,
+                ropeTheta: Float = 10000, maxPositionEmbeddings: Int = 2048, tieWordEmbeddings: Bool = false,
+                attentionBias: Bool = false, mlpBias: Bool = false) throws(ModelError) {
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads
+        self.headDim = headDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.attentionBias = attentionBias
+        self.mlpBias = mlpBias
+        try validate()
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let heads = try c.decode(Int.self, forKey: .numAttentionHeads)
+        let hidden = try c.decode(Int.self, forKey: .hiddenSize)
+        var theta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta)
+        for key in [CodingKeys.ropeParameters, .ropeScaling] {
+            guard let rope = try c.decodeIfPresent(RopeParameters.self, forKey: key) else { continue }
+            if let type = rope.ropeType, type != "default" {
+                throw ModelError.invalidConfiguration("rope type '\(type)' is not supported yet (only 'default')")
+            }
+            theta = rope.ropeTheta ?? theta
+        }
+        if let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
+            throw ModelError.invalidConfiguration("hidden_act '\(act)' is not supported for Llama (only 'silu')")
+        }
+        try self.init(
+            vocabSize: c.decode(Int.self, forKey: .vocabSize), hiddenSize: hidden,
+            intermediateSize: c.decode(Int.self, forKey: .intermediateSize),
+            numHiddenLayers: c.decode(Int.self, forKey: .numHiddenLayers), numAttentionHeads: heads,
+            numKeyValueHeads: c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? heads,
+            headDim: c.decodeIfPresent(Int.self, forKey: .headDim),
+            rmsNormEps: c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6,
+            ropeTheta: theta ?? 10000,
+            maxPositionEmbeddings: c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048,
+            tieWordEmbeddings: c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false,
+            attentionBias: c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false,
+            mlpBias: c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(vocabSize, forKey: .vocabSize)
+        try c.encode(hiddenSize, forKey: .hiddenSize)
+        try c.encode(intermediateSize, forKey: .intermediateSize)
+        try c.encode(numHiddenLayers, forKey: .numHiddenLayers)
+        try c.encode(numAttentionHeads, forKey: .numAttentionHeads)
+        try c.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
+        try c.encode(headDim, forKey: .headDim)
+        try c.encode(rmsNormEps, forKey: .rmsNormEps)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+        try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encode(attentionBias, forKey: .attentionBias)
+        try c.encode(mlpBias, forKey: .mlpBias)
+        try c.encode("silu", forKey: .hiddenAct)
+    }
+
+    public func validate() throws(ModelError) {
+        let positive = [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                        ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
+                        ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim)]
+        for (name, v) in positive where v <= 0 { throw .invalidConfiguration("\(name) must be positive, got \(v)") }
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
+            throw .invalidConfiguration("num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))")
+        }
+        guard headDim % 2 == 0 else { throw .invalidConfiguration("head_dim must be even for rotary embeddings, got \(headDim)") }
+        guard ropeTheta > 0, rmsNormEps > 0 else { throw .invalidConfiguration("rope_theta and rms_norm_eps must be positive") }
+    }
+}
+
+/// Self-attention of a Llama block: projections, RoPE on q and k, grouped-query attention.
+///
+///     x: [B, T, C] → q [B, T, H·D], k, v [B, T, KV·D] → context [B, T, H·D] → out [B, T, C]
+public final class LlamaAttention {
+    public let qProj, kProj, vProj, oProj: LoRALinear
+    let rope: RotaryEmbedding
+    let attention: ScaledDotProductAttention
+    let contextGradient = Tensor(shape: [0])
+    let inputGradient = Tensor(shape: [0])
+    private var positions: [Int] = []
+
+    init(_ cfg: LlamaConfiguration, prefix: String) {
+        let c = cfg.hiddenSize, q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim
+        qProj = LoRALinear(name: prefix + "q_proj", inFeatures: c, outFeatures: q, bias: cfg.attentionBias)
+        kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
+        vProj = LoRALinear(name: prefix + "v_proj", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
+        oProj = LoRALinear(name: prefix + "o_proj", inFeatures: q, outFeatures: c, bias: cfg.attentionBias)
+        rope = RotaryEmbedding(headDimension: cfg.headDim, base: cfg.ropeTheta)
+        attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numKeyValueHeads, headDimension: cfg.headDim)
+    }
+
+    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], mask: AttentionMask) -> Tensor {
+        self.positions = positions
+        let q = qProj.forward(x), k = kProj.forward(x), v = vProj.forward(x)
+        rope.apply(q, positions: positions)   // in place: the projections keep only their inputs
+        rope.apply(k, positions: positions)
+        let context = attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask)
+        return oProj.forward(context)
+    }
+
+    func backward(_ dOut: Tensor) -> Tensor {
+        contextGradient.resize(attention.output.shape)
+        oProj.backward(dOut, dx: contextGradient)
+        let (dq, dk, dv) = attention.backward(contextGradient)
+        rope.apply(dq, positions: positions, inverse: true)
+        rope.apply(dk, positions: positions, inverse: true)
+        inputGradient.resize(replacingLastDimension(dOut.shape, qProj.inFeatures))
+        qProj.backward(dq, dx: inputGradient)
+        kProj.backward(dk, dx: inputGradient, accumulate: true)
+        vProj.backward(dv, dx: inputGradient, accumulate: true)
+        return inputGradient
+    }
+
+    var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
+}
+
+/// The SwiGLU MLP: out = down(silu(gate(x)) ⊙ up(x)).   x, out: [N, C], hidden: [N, I]
+public final class LlamaMLP {
+    public let gateProj, upProj, downProj: LoRALinear
+    let activation = SwiGLU()
+    let hiddenGradient = Tensor(shape: [0])
+    let inputGradient = Tensor(shape: [0])
+
+    init(_ cfg: LlamaConfiguration, prefix: String) {
+        let c = cfg.hiddenSize, i = cfg.intermediateSize
+        gateProj = LoRALinear(name: prefix + "gate_proj", inFeatures: c, outFeatures: i, bias: cfg.mlpBias)
+        upProj = LoRALinear(name: prefix + "up_proj", inFeatures: c, outFeatures: i, bias: cfg.mlpBias)
+        downProj = LoRALinear(name: prefix + "down_proj", inFeatures: i, outFeatures: c, bias: cfg.mlpBias)
+    }
+
+    func forward(_ x: Tensor) -> Tensor {
+        let h = activation.forward(gate: gateProj.forward(x), up: upProj.forward(x))
+        return downProj.forward(h)
+    }
+
+    func backward(_ dOut: Tensor) -> Tensor {
+        hiddenGradient.resize(activation.output.shape)
+        downProj.backward(dOut, dx: hiddenGradient)
+        let (dGate, dUp) = activation.backward(hiddenGradient)
+        inputGradient.resize(dOut.shape)
+        gateProj.backward(dGate, dx: inputGradient)
+        upProj.backward(dUp, dx: inputGradient, accumulate: true)
+        return inputGradient
+    }
+
+    var linearModules: [LoRALinear] { [gateProj, upProj, downProj] }
+}
+
+/// One pre-norm decoder block:
+///
+///     h   = x + attn(rms₁(x))
+///     out = h + mlp(rms₂(h))
+public final class LlamaDecoderLayer {
+    public let inputLayernorm: RMSNorm
+    public let selfAttn: LlamaAttention
+    public let postAttentionLayernorm: RMSNorm
+    public let mlp: LlamaMLP
+    let hidden = Tensor(shape: [0])
+    let output = Tensor(shape: [0])
+    let hiddenGradient = Tensor(shape: [0])
+    let inputGradient = Tensor(shape: [0])
+
+    init(_ cfg: LlamaConfiguration, index: Int) {
+        let prefix = "model.layers.\(index)."
+        inputLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
+        selfAttn = LlamaAttention(cfg, prefix: prefix + "self_attn.")
+        postAttentionLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
+        mlp = LlamaMLP(cfg, prefix: prefix + "mlp.")
+    }
+
+    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], mask: AttentionMask) -> Tensor {
+        let a = selfAttn.forward(inputLayernorm.forward(x), batch: batch, length: length, positions: positions, mask: mask)
+        add(x, a, into: hidden)
+        add(hidden, mlp.forward(postAttentionLayernorm.forward(hidden)), into: output)
+        return output
+    }
+
+    func backward(_ dOut: Tensor) -> Tensor {
+        hiddenGradient.resize(dOut.shape)
+        hiddenGradient.copy(from: dOut)
+        addInPlace(hiddenGradient, postAttentionLayernorm.backward(mlp.backward(dOut)))
+        inputGradient.resize(dOut.shape)
+        inputGradient.copy(from: hiddenGradient)
+        addInPlace(inputGradient, inputLayernorm.backward(selfAttn.backward(hiddenGradient)))
+        return inputGradient
+    }
+
+    func namedParameters(_ index: Int) -> [(name: String, parameter: Parameter)] {
+        let p = "model.layers.\(index)."
+        return [(p + "input_layernorm.weight", inputLayernorm.weight),
+                (p + "post_attention_layernorm.weight", postAttentionLayernorm.weight)]
+            + (selfAttn.linearModules + mlp.linearModules).flatMap(linearParameters)
+    }
+}
+
+/// `LlamaForCausalLM`: embeddings → decoder blocks → RMSNorm → LM head (tied or untied).
+public final class LlamaForCausalLM: AdaptableModel {
+    public let config: LlamaConfiguration
+    public let embedTokens: Embedding
+    public let layers: [LlamaDecoderLayer]
+    public let norm: RMSNorm
+    /// The LM head's weight [V, C]; the embedding's own weight when tied.
+    public let lmHead: Parameter
+    let lossHead = ChunkedLMHeadLoss()
+    /// Logits of the last `logits(_:)` call, [B, T, V].
+    public let logitsOutput = Tensor(shape: [0])
+    private var lastBatch: TokenBatch?
+
+    public init(_ config: LlamaConfiguration) throws(ModelError) {
+        try config.validate()
+        self.config = config
+        embedTokens = Embedding(count: config.vocabSize, dimension: config.hiddenSize)
+        layers = (0..<config.numHiddenLayers).map { LlamaDecoderLayer(config, index: $0) }
+        norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps)
+        lmHead = config.tieWordEmbeddings
+            ? embedTokens.weight
+            : Parameter("weight", Tensor(shape: [config.vocabSize, config.hiddenSize]))
+    }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        var result: [(name: String, parameter: Parameter)] = [("model.embed_tokens.weight", embedTokens.weight)]
+        for (i, layer) in layers.enumerated() { result += layer.namedParameters(i) }
+        result.append(("model.norm.weight", norm.weight))
+        if !config.tieWordEmbeddings { result.append(("lm_head.weight", lmHead)) }
+        return result
+    }
+
+    /// A tied checkpoint may still carry a copy of the head.
+    public var ignorableWeightNames: Set<String> { config.tieWordEmbeddings ? ["lm_head.weight"] : [] }
+
+    public var linearModules: [LoRALinear] { layers.flatMap { $0.selfAttn.linearModules + $0.mlp.linearModules } }
+
+    /// The final hidden states [B, T, C] after the last norm.
+    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
+        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
+        lastBatch = input
+        let mask = AttentionMask(causal: true, keyPadding: input.attentionMask)
+        let positions = input.positions
+        var x = embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length])
+        for layer in layers {
+            x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
+        }
+        return norm.forward(x)
+    }
+
+    /// Full logits [B, T, V] (inference; training uses the chunked loss instead).
+    public func logits(_ input: TokenBatch) throws(ModelError) -> Tensor {
+        let h = try hiddenStates(input)
+        logitsOutput.resize([input.batch, input.length, config.vocabSize])
+        matmul(h, transposedWeight: lmHead.value, into: logitsOutput)
+        return logitsOutput
+    }
+
+    /// Next-token targets as Hugging Face builds them: position t predicts labels[t + 1];
+    /// the last position of each row and labels equal to -100 are ignored.
+    public static func shiftedTargets(labels: [Int], batch: Int, length: Int) -> [Int] {
+        (0..<batch * length).map { i in i % length == length - 1 ? ignoreIndex : labels[i + 1] }
+    }
+
+    /// Mean next-token cross-entropy; with `backward`, also accumulates the gradients of every
+    /// trainable parameter (call `zeroGradients()` between steps).
+    public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
+        guard labels.count == input.batch * input.length else {
+            throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
+        }
+        if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= config.vocabSize) }) {
+            throw .invalidInput("label \(bad) outside the vocabulary 0..<\(config.vocabSize) (use -100 to ignore)")
+        }
+        let h = try hiddenStates(input)
+        let targets = Self.shiftedTargets(labels: labels, batch: input.batch, length: input.length)
+        let (loss, _) = lossHead(h, head: lmHead, targets: targets, computeGradients: backward)
+        if backward { backwardFromHidden(lossHead.inputGradient) }
+        return loss
+    }
+
+    private func backwardFromHidden(_ dHidden: Tensor) {
+        var d = norm.backward(dHidden)
+        for layer in layers.reversed() { d = layer.backward(d) }
+        embedTokens.backward(d)
+    }
+}
+
+func linearParameters(_ m: LoRALinear) -> [(name: String, parameter: Parameter)] {
+    [(m.name + ".weight", m.base.weight)] + (m.base.bias.map { [(m.name + ".bias", $0)] } ?? [])
+}
+
+func replacingLastDimension(_ shape: [Int], _ last: Int) -> [Int] {
+    var s = shape
+    s[s.count - 1] = last
+    return s
+}

@@ -1,0 +1,179 @@
+import Kernels
+import Layers
+import LoRA
+
+public enum ModelError: Error, Equatable, CustomStringConvertible {
+    case invalidConfiguration(String)
+    case weights(missing: [String], unexpected: [String], mismatched: [String])
+    case invalidInput(String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let why): "invalid model configuration: \(why)"
+        case let .weights(missing, unexpected, mismatched):
+            ([missing.isEmpty ? nil : "missing tensors: \(missing.joined(separator: ", "))",
+              unexpected.isEmpty ? nil : "unexpected tensors: \(unexpected.joined(separator: ", "))",
+              mismatched.isEmpty ? nil : "shape mismatches: \(mismatched.joined(separator: "; "))"]
+                .compactMap { $0 }).joined(separator: "\n")
+        case .invalidInput(let why): "invalid input: \(why)"
+        }
+    }
+}
+
+/// A batch of token sequences, [B, T] flattened row-major, as Hugging Face passes them.
+public struct TokenBatch: Sendable {
+    public var batch: Int
+    public var length: Int
+    public var inputIds: [Int]
+    /// 1 = real token, 0 = padding; nil = no padding.
+    public var attentionMask: [Int]?
+    /// BERT's segment ids; nil = all 0.
+    public var tokenTypeIds: [Int]?
+
+    public init(batch: Int, length: Int, inputIds: [Int], attentionMask: [Int]? = nil, tokenTypeIds: [Int]? = nil) {
+        self.batch = batch
+        self.length = length
+        self.inputIds = inputIds
+        self.attentionMask = attentionMask
+        self.tokenTypeIds = tokenTypeIds
+    }
+
+    /// Positions 0..<T for every row (Hugging Face's default without position_ids).
+    var positions: [Int] { (0..<batch * length).map { $0 % length } }
+
+    func validate(vocabularySize: Int, maxPositions: Int?, typeVocabularySize: Int? = nil) throws(ModelError) {
+        let n = batch * length
+        guard batch > 0, length > 0 else { throw .invalidInput("empty batch \(batch)×\(length)") }
+        guard inputIds.count == n else { throw .invalidInput("\(inputIds.count) input ids for a \(batch)×\(length) batch") }
+        if let bad = inputIds.firstIndex(where: { $0 < 0 || $0 >= vocabularySize }) {
+            throw .invalidInput("token id \(inputIds[bad]) at position \(bad) is outside the vocabulary 0..<\(vocabularySize)")
+        }
+        if let maxPositions, length > maxPositions {
+            throw .invalidInput("sequence length \(length) exceeds the model's \(maxPositions) positions")
+        }
+        if let mask = attentionMask {
+            guard mask.count == n else { throw .invalidInput("\(mask.count) attention-mask entries for \(n) tokens") }
+            guard mask.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw .invalidInput("attention mask must hold 0 or 1") }
+        }
+        if let types = tokenTypeIds {
+            guard types.count == n else { throw .invalidInput("\(types.count) token type ids for \(n) tokens") }
+            let limit = typeVocabularySize ?? 1
+            if let bad = types.first(where: { $0 < 0 || $0 >= limit }) {
+                throw .invalidInput("token type id \(bad) outside 0..<\(limit)")
+            }
+        }
+    }
+}
+
+/// What every model assembly offers: named parameters (Hugging Face names) and the linear
+/// modules LoRA can adapt, by Hugging Face module path.
+public protocol AdaptableModel: AnyObject {
+    /// Every base parameter with its Hugging Face state-dict name (tied weights listed once).
+    var namedParameters: [(name: String, parameter: Parameter)] { get }
+    /// Every linear module, by path (`model.layers.0.self_attn.q_proj`).
+    var linearModules: [LoRALinear] { get }
+    /// Names that may appear in a checkpoint but are not parameters (ignored when loading).
+    var ignorableWeightNames: Set<String> { get }
+}
+
+extension AdaptableModel {
+    public var ignorableWeightNames: Set<String> { [] }
+
+    /// Copies weights by name; every expected tensor must be present with the right shape, and
+    /// every tensor given must be expected. Nothing is modified unless all checks pass.
+    public func loadWeights(_ weights: [String: Tensor]) throws(ModelError) {
+        let expected = namedParameters
+        var missing: [String] = [], mismatched: [String] = []
+        for (name, p) in expected {
+            guard let t = weights[name] else { missing.append(name); continue }
+            if t.shape != p.shape { mismatched.append("\(name): file \(t.shape), model \(p.shape)") }
+        }
+        let known = Set(expected.map(\.name)).union(ignorableWeightNames)
+        let unexpected = weights.keys.filter { !known.contains($0) }.sorted()
+        guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
+            throw .weights(missing: missing, unexpected: unexpected, mismatched: mismatched)
+        }
+        for (name, p) in expected { if let t = weights[name] { p.value.copy(from: t) } }
+    }
+
+    /// The linear module at exactly this path.
+    public func linearModule(named path: String) throws(LoRAError) -> LoRALinear {
+        guard let m = linearModules.first(where: { $0.name == path }) else { throw .noSuchModule(path) }
+        return m
+    }
+
+    /// Every LoRA parameter, named as in PEFT's adapter files minus the `base_model.model.` prefix
+    /// (`model.layers.0.self_attn.q_proj.lora_A.weight`).
+    public var namedAdapterParameters: [(name: String, parameter: Parameter)] {
+        linearModules.flatMap { m -> [(name: String, parameter: Parameter)] in
+            guard let a = m.adapter else { return [] }
+            return [("\(m.name).lora_A.weight", a.a), ("\(m.name).lora_B.weight", a.b)]
+        }
+    }
+
+    /// Every parameter that currently has a gradient buffer: what an optimizer updates.
+    public var trainableParameters: [Parameter] {
+        (namedParameters.map(\.parameter) + namedAdapterParameters.map(\.parameter)).filter(\.isTrainable)
+    }
+
+    public func freezeBase() {
+        for (_, p) in namedParameters { p.setTrainable(false) }
+    }
+
+    public func zeroGradients() {
+        for p in trainableParameters { p.zeroGrad() }
+    }
+
+    /// Adds fresh adapters to every linear module whose path ends with one of `targets`
+    /// (`q_proj` matches `model.layers.3.self_attn.q_proj`), as PEFT's suffix matching does,
+    /// and freezes every base parameter. Each target must match at least one module.
+    /// Returns the adapted paths.
+    @discardableResult
+    public func addLoRA(targets: [String], settings: LoRASettings, seed: UInt64) throws(LoRAError) -> [String] {
+        try settings.validate()
+        var generator = SplitMix64(seed: seed)
+        let modules = linearModules
+        for target in targets where !modules.contains(where: { matchesTarget($0.name, target) }) {
+            throw .noSuchModule(target)
+        }
+        freezeBase()
+        var adapted: [String] = []
+        for m in modules where targets.contains(where: { matchesTarget(m.name, $0) }) {
+            let adapter = try LoRAAdapter(inFeatures: m.inFeatures, outFeatures: m.outFeatures, settings: settings, generator: &generator)
+            try m.attach(adapter)
+            adapted.append(m.name)
+        }
+        return adapted
+    }
+
+    /// Sets training mode (LoRA dropout on) or evaluation mode on every module.
+    public func setTraining(_ training: Bool) {
+        for m in linearModules { m.isTraining = training }
+    }
+
+    public func mergeAdapters() throws(LoRAError) {
+        for m in linearModules where m.adapter != nil { try m.merge() }
+    }
+
+    public func unmergeAdapters() throws(LoRAError) {
+        for m in linearModules where m.isMerged { try m.unmerge() }
+    }
+}
+
+/// PEFT's rule for a plain target name: the module path equals it or ends with ".<target>".
+func matchesTarget(_ path: String, _ target: String) -> Bool {
+    path == target || path.hasSuffix("." + target)
+}
+
+/// out = a + b, elementwise, into a reused buffer.
+func add(_ a: Tensor, _ b: Tensor, into out: Tensor) {
+    precondition(a.count == b.count)
+    out.resize(a.shape)
+    for i in 0..<a.count { out.data[i] = a.data[i] + b.data[i] }
+}
+
+/// a += b, elementwise.
+func addInPlace(_ a: Tensor, _ b: Tensor) {
+    precondition(a.count == b.count)
+    for i in 0..<a.count { a.data[i] += b.data[i] }
+}

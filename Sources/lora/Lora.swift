@@ -1,0 +1,15 @@
+import ArgumentParser
+
+@main
+struct Lora: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora",
+        abstract: "LoRA fine-tuning, merging and serving of pretrained transformers, in Swift.",
+        discussion: """
+        swift-lora adapts Llama-family decoders and BERT-family encoders with low-rank adapters \
+        (Hu et al., 2021): the pretrained weights stay frozen and only small A and B matrices are \
+        trained. Subcommands for models, training, merging and serving arrive with later releases.
+        """,
+        version: "swift-lora 0.1.0"
+    )
+}
