@@ -177,3 +177,23 @@ func addInPlace(_ a: Tensor, _ b: Tensor) {
     precondition(a.count == b.count)
     for i in 0..<a.count { a.data[i] += b.data[i] }
 }
+
+extension AdaptableModel {
+    /// Copies adapter tensors named as in PEFT files (`<prefix><module>.lora_A.weight`) into the
+    /// attached adapters. Every attached adapter must be covered with the right shapes, and every
+    /// LoRA tensor given must belong to an attached adapter; nothing changes unless all do.
+    public func loadAdapterWeights(_ tensors: [String: Tensor], prefix: String = "base_model.model.") throws(ModelError) {
+        let expected = namedAdapterParameters
+        var missing: [String] = [], mismatched: [String] = []
+        for (name, p) in expected {
+            guard let t = tensors[prefix + name] else { missing.append(prefix + name); continue }
+            if t.shape != p.shape { mismatched.append("\(prefix + name): file \(t.shape), model \(p.shape)") }
+        }
+        let known = Set(expected.map { prefix + $0.name })
+        let unexpected = tensors.keys.filter { ($0.contains(".lora_A.") || $0.contains(".lora_B.")) && !known.contains($0) }.sorted()
+        guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
+            throw .weights(missing: missing, unexpected: unexpected, mismatched: mismatched)
+        }
+        for (name, p) in expected { if let t = tensors[prefix + name] { p.value.copy(from: t) } }
+    }
+}
