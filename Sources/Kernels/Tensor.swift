@@ -1,8 +1,18 @@
 import Synchronization
 
-/// Number of tensor buffers allocated by this process. Training code is expected to allocate
-/// none in steady state; tests read this counter to assert it structurally.
-public let tensorAllocationCount = Atomic<Int>(0)
+/// Counts the tensor buffers allocated while it is installed (see `Tensor.allocationTracker`).
+/// Training code is expected to allocate none in steady state; tests assert it structurally.
+public final class AllocationTracker: Sendable {
+    private let counter = Atomic<Int>(0)
+    public init() {}
+    public var count: Int { counter.load(ordering: .relaxed) }
+    func record() { counter.add(1, ordering: .relaxed) }
+
+    /// Runs `body` with this tracker counting the tensor allocations of the current task.
+    public func counting<R>(_ body: () throws -> R) rethrows -> R {
+        try Tensor.$allocationTracker.withValue(self, operation: body)
+    }
+}
 
 /// A contiguous, row-major Float32 buffer with an explicit shape.
 ///
@@ -10,6 +20,9 @@ public let tensorAllocationCount = Atomic<Int>(0)
 /// so a training step reuses the same memory every time. `resize` keeps the allocation whenever
 /// the new shape fits in the existing capacity.
 public final class Tensor: @unchecked Sendable {
+    /// Set for a task (via `AllocationTracker.counting`) to count its buffer allocations.
+    @TaskLocal public static var allocationTracker: AllocationTracker?
+
     public private(set) var shape: [Int]
     public private(set) var count: Int
     public private(set) var capacity: Int
@@ -24,7 +37,7 @@ public final class Tensor: @unchecked Sendable {
         self.capacity = max(count, 1)
         self.data = .allocate(capacity: capacity)
         data.initialize(repeating: 0, count: capacity)
-        tensorAllocationCount.add(1, ordering: .relaxed)
+        Self.allocationTracker?.record()
     }
 
     public convenience init(shape: [Int], values: [Float]) {
@@ -50,7 +63,7 @@ public final class Tensor: @unchecked Sendable {
             capacity = newCount
             data = .allocate(capacity: capacity)
             data.initialize(repeating: 0, count: capacity)
-            tensorAllocationCount.add(1, ordering: .relaxed)
+            Self.allocationTracker?.record()
         }
         shape = newShape
         count = newCount
