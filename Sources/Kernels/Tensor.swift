@@ -19,7 +19,7 @@ public final class AllocationTracker: Sendable {
 /// Reference semantics: layers own their output and gradient tensors and hand out references,
 /// so a training step reuses the same memory every time. `resize` keeps the allocation whenever
 /// the new shape fits in the existing capacity.
-public final class Tensor: @unchecked Sendable {
+public final class Tensor {
     /// Set for a task (via `AllocationTracker.counting`) to count its buffer allocations.
     @TaskLocal public static var allocationTracker: AllocationTracker?
 

@@ -43,6 +43,7 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
     case noSuchModule(String)
     case noAdapter(layer: String)
     case alreadyMerged(layer: String)
+    case adapterAlreadyAttached(layer: String)
     case notMerged(layer: String)
     case nonFiniteMerge(layer: String)
 
@@ -53,6 +54,7 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
         case .noSuchModule(let name): "no linear module matches '\(name)'"
         case .noAdapter(let layer): "\(layer): no LoRA adapter attached"
         case .alreadyMerged(let layer): "\(layer): the adapter is already merged"
+        case .adapterAlreadyAttached(let layer): "\(layer): an adapter is already attached (detach it first)"
         case .notMerged(let layer): "\(layer): the adapter is not merged"
         case .nonFiniteMerge(let layer): "\(layer): merging would produce non-finite weights; the base weight was left unchanged"
         }
@@ -135,9 +137,10 @@ public final class LoRALinear {
     public var outFeatures: Int { base.outFeatures }
     public var output: Tensor { base.output }
 
-    /// Attaches an adapter whose A and B fit this layer.
+    /// Attaches an adapter whose A and B fit this layer (one adapter at a time).
     public func attach(_ adapter: LoRAAdapter) throws(LoRAError) {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
+        guard self.adapter == nil else { throw .adapterAlreadyAttached(layer: name) }
         let r = adapter.rank
         guard adapter.a.shape == [r, inFeatures] else {
             throw .shapeMismatch(layer: name, tensor: "lora_A", expected: [r, inFeatures], got: adapter.a.shape)

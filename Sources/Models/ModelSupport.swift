@@ -136,6 +136,9 @@ extension AdaptableModel {
         for target in targets where !modules.contains(where: { matchesTarget($0.name, target) }) {
             throw .noSuchModule(target)
         }
+        if let taken = modules.first(where: { m in m.adapter != nil && targets.contains { matchesTarget(m.name, $0) } }) {
+            throw .adapterAlreadyAttached(layer: taken.name)
+        }
         freezeBase()
         var adapted: [String] = []
         for m in modules where targets.contains(where: { matchesTarget(m.name, $0) }) {

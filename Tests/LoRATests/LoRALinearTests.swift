@@ -120,6 +120,11 @@ struct LoRALinearTests {
         #expect(throws: LoRAError.shapeMismatch(layer: "m.q", tensor: "lora_A", expected: [2, 4], got: [2, 5])) {
             try layer.attach(wrong)
         }
+        let fits = try LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 4), generator: &g)
+        try layer.attach(fits)
+        #expect(throws: LoRAError.adapterAlreadyAttached(layer: "m.q")) { try layer.attach(fits) }
+        #expect(try layer.detach() === fits)
+        #expect(layer.adapter == nil)
         #expect(throws: LoRAError.self) {
             _ = try LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 0, alpha: 1), generator: &g)
         }

@@ -40,6 +40,9 @@ struct ModelBehaviourTests {
         let adapted = try model.addLoRA(targets: ["q_proj", "v_proj"], settings: LoRASettings(rank: 2, alpha: 4), seed: 1)
         #expect(adapted.count == 4 && adapted.first == "model.layers.0.self_attn.q_proj")
         #expect(model.namedParameters.allSatisfy { $0.parameter.grad == nil })
+        #expect(throws: LoRAError.adapterAlreadyAttached(layer: "model.layers.0.self_attn.v_proj")) {
+            try model.addLoRA(targets: ["v_proj"], settings: LoRASettings(rank: 2, alpha: 4), seed: 1)
+        }
         let trainable = model.trainableParameters
         #expect(trainable.count == 8)   // A and B of 4 modules
         #expect(trainable.allSatisfy { p in model.namedAdapterParameters.contains { $0.parameter === p } })
