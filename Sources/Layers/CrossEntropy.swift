@@ -30,14 +30,22 @@ public func softmaxCrossEntropyRows(
         precondition(target >= 0 && target < classes, "target \(target) outside 0..<\(classes)")
         var maxValue = -Float.infinity
         for j in 0..<classes { maxValue = max(maxValue, row[j]) }
+        let targetLogit = row[target]
         var sum: Float = 0
-        for j in 0..<classes { sum += expf(row[j] - maxValue) }
-        let logSumExp = maxValue + logf(sum)
-        total += Double(logSumExp - row[target])
         if let drow {
-            for j in 0..<classes { drow[j] = expf(row[j] - logSumExp) * gradScale }
+            // One exp per element: keep exp(z − max) in the gradient row, normalise after.
+            for j in 0..<classes {
+                let e = expf(row[j] - maxValue)
+                drow[j] = e
+                sum += e
+            }
+            let factor = gradScale / sum
+            for j in 0..<classes { drow[j] *= factor }
             drow[target] -= gradScale
+        } else {
+            for j in 0..<classes { sum += expf(row[j] - maxValue) }
         }
+        total += Double(maxValue + logf(sum) - targetLogit)
     }
     return total
 }
@@ -80,7 +88,7 @@ public final class ChunkedLMHeadLoss {
     private let chunkLogits = Tensor(shape: [0])   // [chunk, V] logits, then their gradient
     private let chunkInputGradient = Tensor(shape: [0])
 
-    public init(chunkRows: Int = 64) { self.chunkRows = chunkRows }
+    public init(chunkRows: Int = 256) { self.chunkRows = chunkRows }
 
     /// Computes the mean loss; when `computeGradients`, also fills `inputGradient` ([N, C]) and
     /// accumulates the head's gradient if it is trainable.
