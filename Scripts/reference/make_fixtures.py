@@ -118,6 +118,10 @@ def make_fixture(out_dir, model, lora_config, inputs, seed, perturb=None):
     with torch.no_grad():
         merged_logits = merged(**{k: v for k, v in inputs.items() if k != "labels"}).logits
 
+    # 7. a short AdamW run (on another copy): the losses and the trained adapter after each step
+    adamw = adamw_trajectory(copy.deepcopy(peft_model), inputs)
+    save_file(adamw, os.path.join(out_dir, "adamw.safetensors"))
+
     logits = out.logits.detach()
     ref = {k: v.contiguous() for k, v in inputs.items()}
     ref.update(
@@ -140,6 +144,30 @@ def make_fixture(out_dir, model, lora_config, inputs, seed, perturb=None):
         print("    " + k)
     assert (logits - base_logits).abs().max() > 1e-2
     verify(out_dir, type(model))
+
+
+ADAMW = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+ADAMW_STEPS = 3
+
+
+def adamw_trajectory(peft_model, inputs):
+    """torch.optim.AdamW on the trainable parameters, ADAMW_STEPS steps on the fixed batch.
+    Records `losses` [steps] (before each update) and `step<k>.<adapter key>` after update k."""
+    params = [(adapter_key(n), p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for _, p in params], **ADAMW)
+    peft_model.train()
+    losses, record = [], {}
+    for step in range(1, ADAMW_STEPS + 1):
+        optimizer.zero_grad()
+        loss = peft_model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        for key, p in params:
+            record[f"step{step}.{key}"] = p.detach().contiguous().clone()
+    record["losses"] = torch.tensor(losses, dtype=torch.float32)
+    print(f"  AdamW {ADAMW} losses      {[round(x, 6) for x in losses]}")
+    return record
 
 
 def verify(out_dir, model_class):
