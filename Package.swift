@@ -4,11 +4,12 @@ import PackageDescription
 // The targets follow the architecture, bottom to top:
 //   CBLAS (OpenBLAS, C boundary) → Kernels (tensors, matmul, elementwise math)
 //   → Layers (forward + backward of every layer) → LoRA (the adapted linear layer)
-//   → Formats (safetensors) → Models (Llama, BERT) → Training (optimizer) → lora (CLI).
+//   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece) → Models (Llama, BERT)
+//   → Training (optimizer) → ModelStore (known offline models) → lora (CLI).
 let package = Package(
     name: "swift-lora",
     products: [
-        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "Models", "Training"]),
+        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models", "Training", "ModelStore"]),
         .executable(name: "lora", targets: ["lora"]),
         .executable(name: "lora-bench", targets: ["LoRABench"]),
     ],
@@ -25,22 +26,26 @@ let package = Package(
         .target(name: "Layers", dependencies: ["Kernels"]),
         .target(name: "LoRA", dependencies: ["Kernels", "Layers"]),
         .target(name: "Formats", dependencies: ["Kernels"]),
+        .target(name: "Tokenizers"),
+        .target(name: "ModelStore"),
         .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats"]),
         .target(name: "Training", dependencies: ["Kernels", "Layers"]),
         .executableTarget(
             name: "lora",
-            dependencies: ["Models", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Models", "Tokenizers", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "LoRABench",
             dependencies: ["Kernels", "Layers", "LoRA", "Models", "Training"],
             path: "Benchmarks/LoRABench"
         ),
-        .target(name: "TestSupport", dependencies: ["Kernels", "Formats"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Kernels", "Formats", "ModelStore"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "TestSupport"]),
+        .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
     ]
 )

@@ -8,8 +8,10 @@ struct Lora: ParsableCommand {
         discussion: """
         swift-lora adapts Llama-family decoders and BERT-family encoders with low-rank adapters \
         (Hu et al., 2021): the pretrained weights stay frozen and only small A and B matrices are \
-        trained. Subcommands for models, training, merging and serving arrive with later releases.
+        trained. Models are taken from the files users have (GGUF, Hugging Face directories) or \
+        fetched by name into the model store ($LORA_HOME, default ~/.cache/swift-lora).
         """,
-        version: "swift-lora 0.1.0"
+        version: "swift-lora 0.1.0",
+        subcommands: [Models.self]
     )
 }

