@@ -15,6 +15,10 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
     case unindexedBytes(at: Int)
     case missingTensor(String)
     case notIntegral(tensor: String, dtype: String)
+    case cannotWrite(path: String, reason: String)
+    case invalidIndex(path: String, reason: String)
+    case duplicateTensor(String)
+    indirect case inFile(path: String, SafeTensorsError)
 
     public var description: String {
         switch self {
@@ -30,6 +34,10 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
         case let .unindexedBytes(offset): "data section has bytes not covered by any tensor at offset \(offset)"
         case let .missingTensor(name): "no tensor named '\(name)'"
         case let .notIntegral(name, dtype): "tensor '\(name)' has dtype \(dtype), expected an integer type"
+        case let .cannotWrite(path, reason): "cannot write \(path): \(reason)"
+        case let .invalidIndex(path, reason): "invalid shard index \(path): \(reason)"
+        case .duplicateTensor(let name): "tensor '\(name)' appears in more than one shard"
+        case let .inFile(path, error): "\(path): \(error)"
         }
     }
 }
@@ -67,7 +75,11 @@ public struct SafeTensorsFile: Sendable {
         } catch {
             throw .cannotRead(path: url.path, reason: error.localizedDescription)
         }
-        try self.init(data: data)
+        do {
+            try self.init(data: data)
+        } catch {
+            throw .inFile(path: url.path, error)
+        }
     }
 
     public init(data: Data) throws(SafeTensorsError) {
