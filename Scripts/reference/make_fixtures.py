@@ -306,6 +306,34 @@ def bert_fixture(out_dir, seed):
     make_fixture(out_dir, model, lora, inputs, seed, perturb=perturb_classifier)
 
 
+# ---------------------------------------------------------------- RoPE at long positions
+
+
+def rope_fixture(out_dir):
+    """transformers' rotary embedding (float32 inv_freq and cos/sin) applied to random q at
+    positions up to 8191, where a 1-ulp error in a frequency becomes a visible angle error."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    os.makedirs(out_dir, exist_ok=True)
+    gen = torch.Generator().manual_seed(99)
+    positions = torch.tensor([[0, 1, 7, 100, 1000, 4095, 8191]])
+    tensors = {"positions": positions[0].contiguous()}
+    for theta, head_dim in [(10000.0, 64), (100000.0, 64), (500000.0, 128)]:
+        config = LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2, head_dim=head_dim,
+                             max_position_embeddings=8192,
+                             rope_parameters={"rope_type": "default", "rope_theta": theta})
+        rope = LlamaRotaryEmbedding(config)
+        q = torch.randn(1, 1, positions.shape[1], head_dim, generator=gen)
+        cos, sin = rope(q, positions)
+        rotated, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        key = f"theta{int(theta)}_d{head_dim}"
+        tensors[f"{key}.inv_freq"] = rope.inv_freq.contiguous()
+        tensors[f"{key}.q"] = q[0, 0].contiguous()
+        tensors[f"{key}.rotated"] = rotated[0, 0].contiguous()
+    save_file(tensors, os.path.join(out_dir, "rope.safetensors"))
+    print(f"== {out_dir}: RoPE inv_freq and rotations for {len(tensors) // 3} configurations")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -325,6 +353,7 @@ def main():
                          init_lora_weights=True),
     )
     bert_fixture(os.path.join(args.out, "tiny-bert"), seed=4321)
+    rope_fixture(os.path.join(args.out, "rope"))
 
 
 if __name__ == "__main__":

@@ -89,23 +89,19 @@ public struct SafeTensorsFile: Sendable {
             throw .headerSizeOutOfRange(declared: declared, fileSize: data.count)
         }
         let headerSize = Int(declared)
-        let json: Any
+        let header: Header
         do {
-            json = try JSONSerialization.jsonObject(with: data.subdata(in: data.startIndex + 8 ..< data.startIndex + 8 + headerSize))
+            header = try JSONDecoder().decode(Header.self, from: data.subdata(in: data.startIndex + 8 ..< data.startIndex + 8 + headerSize))
+        } catch let error as DecodingError {
+            throw .invalidHeader(Self.describe(error))
         } catch {
             throw .invalidHeader("not JSON (\(error.localizedDescription))")
         }
-        guard let header = json as? [String: Any] else { throw .invalidHeader("not a JSON object") }
         let dataSize = data.count - 8 - headerSize
-        var metadata: [String: String] = [:]
+        let metadata = header.metadata
         var entries: [String: Entry] = [:]
-        for (name, value) in header {
-            if name == "__metadata__" {
-                guard let m = value as? [String: String] else { throw .invalidHeader("__metadata__ must map strings to strings") }
-                metadata = m
-                continue
-            }
-            entries[name] = try Self.parseEntry(name: name, value, dataSize: dataSize)
+        for (name, raw) in header.tensors {
+            entries[name] = try Self.validate(name: name, raw, dataSize: dataSize)
         }
         // Every byte of the data section belongs to exactly one tensor.
         let ordered = entries.sorted { ($0.value.range.lowerBound, $0.key) < ($1.value.range.lowerBound, $1.key) }
@@ -124,29 +120,60 @@ public struct SafeTensorsFile: Sendable {
         self.dataStart = 8 + headerSize
     }
 
-    private static func parseEntry(name: String, _ value: Any, dataSize: Int) throws(SafeTensorsError) -> Entry {
-        guard let fields = value as? [String: Any],
-              let dtypeName = fields["dtype"] as? String,
-              let shapeValues = fields["shape"] as? [Any],
-              let offsets = fields["data_offsets"] as? [Any], offsets.count == 2
-        else { throw .invalidHeader("tensor '\(name)' needs dtype, shape and two data_offsets") }
-        guard let dtype = DType(rawValue: dtypeName) else { throw .unsupportedDType(tensor: name, dtype: dtypeName) }
-        var shape: [Int] = []
-        for v in shapeValues {
-            guard let d = (v as? NSNumber)?.intValue, d >= 0 else { throw .invalidHeader("tensor '\(name)': shape must be non-negative integers") }
-            shape.append(d)
+    /// The JSON header, decoded with exact integer types: a shape or offset that is negative,
+    /// fractional, boolean or beyond UInt64 is a decoding error, never a silently different number.
+    private struct Header: Decodable {
+        struct RawEntry: Decodable {
+            let dtype: String
+            let shape: [UInt64]
+            let data_offsets: [UInt64]
         }
-        guard let begin = (offsets[0] as? NSNumber)?.intValue, let end = (offsets[1] as? NSNumber)?.intValue,
-              begin >= 0, end >= begin, end <= dataSize
-        else {
-            let b = (offsets[0] as? NSNumber)?.intValue ?? -1, e = (offsets[1] as? NSNumber)?.intValue ?? -1
-            throw .offsetsOutOfRange(tensor: name, begin: b, end: e, dataSize: dataSize)
+        struct Key: CodingKey {
+            let stringValue: String
+            init(stringValue: String) { self.stringValue = stringValue }
+            var intValue: Int? { nil }
+            init?(intValue: Int) { nil }
         }
-        // Checked arithmetic: a shape whose element count overflows is invalid, never a crash.
+        var tensors: [String: RawEntry] = [:]
+        var metadata: [String: String] = [:]
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: Key.self)
+            for key in c.allKeys {
+                if key.stringValue == "__metadata__" {
+                    metadata = try c.decode([String: String].self, forKey: key)
+                } else {
+                    tensors[key.stringValue] = try c.decode(RawEntry.self, forKey: key)
+                }
+            }
+        }
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        let (context, what): (DecodingError.Context, String) = switch error {
+        case .typeMismatch(_, let c): (c, "wrong type")
+        case .valueNotFound(_, let c): (c, "missing value")
+        case .keyNotFound(let key, let c): (c, "missing '\(key.stringValue)'")
+        case .dataCorrupted(let c): (c, "invalid value")
+        @unknown default: (DecodingError.Context(codingPath: [], debugDescription: ""), "invalid")
+        }
+        let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        return path.isEmpty ? "\(what): \(context.debugDescription)" : "\(path): \(what) (\(context.debugDescription))"
+    }
+
+    private static func validate(name: String, _ raw: Header.RawEntry, dataSize: Int) throws(SafeTensorsError) -> Entry {
+        guard let dtype = DType(rawValue: raw.dtype) else { throw .unsupportedDType(tensor: name, dtype: raw.dtype) }
+        guard raw.data_offsets.count == 2 else { throw .invalidHeader("tensor '\(name)': data_offsets must hold two numbers") }
+        let shape = raw.shape.map { Int(clamping: $0) }
+        let begin = Int(clamping: raw.data_offsets[0]), end = Int(clamping: raw.data_offsets[1])
+        guard end >= begin, end <= dataSize else {
+            throw .offsetsOutOfRange(tensor: name, begin: begin, end: end, dataSize: dataSize)
+        }
+        // Checked arithmetic: a shape whose byte size overflows is invalid, never a crash.
         var bytes = dtype.byteSize
-        for d in shape {
-            let (product, overflow) = bytes.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw .invalidShape(tensor: name, shape: shape) }
+        for d in raw.shape {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: Int(clamping: d))
+            guard !overflow, d <= UInt64(Int.max) else { throw .invalidShape(tensor: name, shape: shape) }
             bytes = product
         }
         guard bytes == end - begin else { throw .sizeMismatch(tensor: name, expectedBytes: bytes, declaredBytes: end - begin) }

@@ -28,6 +28,7 @@ public final class SwiGLU {
 
     public func backward(_ dh: Tensor) -> (dGate: Tensor, dUp: Tensor) {
         guard let (gate, up) = saved else { preconditionFailure("SwiGLU backward before forward") }
+        precondition(dh.count == gate.count, "SwiGLU backward: dh \(dh.shape) for \(gate.shape)")
         gateGradient.resize(gate.shape)
         upGradient.resize(up.shape)
         for i in 0..<gate.count {
@@ -61,6 +62,7 @@ public final class GELU {
 
     public func backward(_ dy: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("GELU backward before forward") }
+        precondition(dy.count == x.count, "GELU backward: dy \(dy.shape) for \(x.shape)")
         inputGradient.resize(x.shape)
         for i in 0..<x.count {
             let v = x.data[i]
@@ -86,6 +88,7 @@ public final class Tanh {
     }
 
     public func backward(_ dy: Tensor) -> Tensor {
+        precondition(dy.count == output.count, "Tanh backward: dy \(dy.shape) for \(output.shape)")
         inputGradient.resize(output.shape)
         for i in 0..<output.count {
             let y = output.data[i]

@@ -104,6 +104,7 @@ public final class ScaledDotProductAttention {
     /// Returns (dq, dk, dv) in the layouts of q, k, v.
     public func backward(_ dOut: Tensor) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
         guard let (q, k, v, batch, t) = saved else { preconditionFailure("attention backward before forward") }
+        precondition(dOut.count == q.count, "attention backward: dOut \(dOut.shape) for q \(q.shape)")
         let h = heads, g = heads / kvHeads, d = headDimension
         let qStride = h * d, kvStride = kvHeads * d
         queryGradient.resize(q.shape)
@@ -140,5 +141,39 @@ public final class ScaledDotProductAttention {
             }
         }
         return (queryGradient, keyGradient, valueGradient)
+    }
+}
+
+/// Inference-time causal attention of T new queries over a key/value cache (one sequence):
+/// query i sits at absolute position `offset + i` and sees cached keys 0...offset + i.
+///
+///     q: [T, H·D], keys/values: [≥ offset + T, KV·D] (row stride KV·D)  →  out: [T, H·D]
+///
+/// `scores` is scratch space, resized to [T, offset + T].
+public func cachedCausalAttention(
+    q: Tensor, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, offset: Int,
+    heads: Int, kvHeads: Int, headDimension d: Int, scores: Tensor, into out: Tensor
+) {
+    let t = q.rowCount, length = offset + t, g = heads / kvHeads
+    let qStride = heads * d, kvStride = kvHeads * d
+    precondition(q.rowLength == qStride && out.count == q.count)
+    scores.resize([t, length])
+    let scale = 1 / Float(d).squareRoot()
+    for head in 0..<heads {
+        let kv = (head / g) * d
+        matmul(transposeB: true, m: t, n: length, k: d, alpha: scale, q.data + head * d, lda: qStride,
+               keys + kv, ldb: kvStride, scores.data, ldc: length)
+        for i in 0..<t {
+            let row = scores.data + i * length, visible = offset + i + 1
+            var maxValue = -Float.infinity
+            for j in 0..<visible { maxValue = max(maxValue, row[j]) }
+            var sum: Float = 0
+            for j in 0..<visible { let e = expf(row[j] - maxValue); row[j] = e; sum += e }
+            let inv = 1 / sum
+            for j in 0..<visible { row[j] *= inv }
+            for j in visible..<length { row[j] = 0 }
+        }
+        matmul(m: t, n: d, k: length, scores.data, lda: length, values + kv, ldb: kvStride,
+               out.data + head * d, ldc: qStride)
     }
 }

@@ -31,6 +31,7 @@ public final class Embedding {
 
     public func backward(_ dy: Tensor) {
         guard let dW = weight.grad else { return }
+        precondition(dy.count == ids.count * dimension, "Embedding backward: dy \(dy.shape) for \(ids.count) ids")
         for (n, id) in ids.enumerated() {
             let src = dy.data + n * dimension, dst = dW.data + id * dimension
             for c in 0..<dimension { dst[c] += src[c] }

@@ -9,6 +9,9 @@ import Kernels
 ///
 /// `N` is every leading dimension flattened (batch × time). A frozen weight gets no dW:
 /// the gradient is never computed, not merely discarded.
+///
+/// Like every layer here, it keeps a reference to its last input and reuses one output buffer:
+/// call each instance once per forward pass, and run backward before the next forward.
 public final class Linear {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -31,7 +34,7 @@ public final class Linear {
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == inFeatures, "Linear(\(inFeatures)→\(outFeatures)) got \(x.shape)")
         input = x
-        output.resize(replacingLast(x.shape, with: outFeatures))
+        output.resize(x.shape.replacingLast(with: outFeatures))
         if let bias {
             for n in 0..<x.rowCount { (output.data + n * outFeatures).update(from: bias.value.data, count: outFeatures) }
             matmul(x, transposedWeight: weight.value, into: output, beta: 1)
@@ -46,6 +49,7 @@ public final class Linear {
     public func backward(_ dy: Tensor, dx: Tensor?, accumulate: Bool = false) {
         let n = dy.rowCount
         precondition(dy.rowLength == outFeatures, "Linear backward got \(dy.shape)")
+        precondition(input?.rowCount == n, "Linear backward: dy has \(n) rows, the forward input \(input?.rowCount ?? 0)")
         if let dx {
             precondition(dx.count == n * inFeatures, "dx \(dx.shape) for \(n)×\(inFeatures)")
             matmul(m: n, n: inFeatures, k: outFeatures, dy.data, lda: outFeatures,

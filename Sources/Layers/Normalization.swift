@@ -41,6 +41,7 @@ public final class RMSNorm {
 
     public func backward(_ dy: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("RMSNorm backward before forward") }
+        precondition(dy.count == x.count, "RMSNorm backward: dy \(dy.shape) for input \(x.shape)")
         let n = x.rowCount, c = dimension
         inputGradient.resize(x.shape)
         let w = weight.value.data
@@ -112,6 +113,7 @@ public final class LayerNorm {
 
     public func backward(_ dy: Tensor) -> Tensor {
         guard let x = input else { preconditionFailure("LayerNorm backward before forward") }
+        precondition(dy.count == x.count, "LayerNorm backward: dy \(dy.shape) for input \(x.shape)")
         let n = x.rowCount, c = dimension
         inputGradient.resize(x.shape)
         let w = weight.value.data

@@ -29,18 +29,10 @@ public final class Parameter {
 
     public func zeroGrad() { grad?.zero() }
 
-    /// Replaces the stored value with a tensor of the same shape (used by merge/unmerge and
-    /// weight loading). The gradient buffer, if any, stays.
+    /// Replaces the stored value with a tensor of the same shape (merge and unmerge swap the
+    /// weight this way). The gradient buffer, if any, stays.
     public func replaceValue(_ newValue: Tensor) {
         precondition(newValue.shape == value.shape, "parameter \(name): \(newValue.shape) for \(value.shape)")
         value = newValue
     }
-}
-
-/// Shape of `x` with its last dimension replaced: [..., in] → [..., out].
-@inline(__always)
-func replacingLast(_ shape: [Int], with last: Int) -> [Int] {
-    var s = shape
-    s[s.count - 1] = last
-    return s
 }

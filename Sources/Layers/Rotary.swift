@@ -17,7 +17,7 @@ import Glibc
 public final class RotaryEmbedding {
     public let headDimension: Int
     public let base: Float
-    private let inverseFrequency: [Float]
+    let inverseFrequency: [Float]
     private var cosTable: [Float] = []   // [positions, half]
     private var sinTable: [Float] = []
     private var cachedPositions = 0
@@ -26,9 +26,9 @@ public final class RotaryEmbedding {
         precondition(headDimension % 2 == 0, "rotary head dimension must be even")
         self.headDimension = headDimension
         self.base = base
-        // As transformers computes it: 1 / base^(2i/D) in float32.
+        // As transformers computes it, every step in float32: 1 / base^(2i/D).
         inverseFrequency = (0..<headDimension / 2).map { i in
-            Float(1.0 / pow(Double(base), Double(Float(2 * i) / Float(headDimension))))
+            1 / powf(base, Float(2 * i) / Float(headDimension))
         }
     }
 

@@ -27,11 +27,13 @@ public struct LoRASettings: Sendable, Equatable {
         self.initialization = initialization
     }
 
+    public static let maximumRank = 1 << 16
+
     /// The factor on the low-rank path: α/r, or α/√r with rsLoRA.
     public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
 
     public func validate() throws(LoRAError) {
-        guard rank > 0 else { throw .invalidSettings("rank must be positive, got \(rank)") }
+        guard rank > 0 && rank <= Self.maximumRank else { throw .invalidSettings("rank must be in 1...\(Self.maximumRank), got \(rank)") }
         guard alpha.isFinite else { throw .invalidSettings("alpha must be finite, got \(alpha)") }
         guard dropout >= 0 && dropout < 1 else { throw .invalidSettings("dropout must be in [0, 1), got \(dropout)") }
     }
@@ -122,6 +124,8 @@ public final class LoRALinear {
     private let dropMask = Tensor(shape: [0])         // 0 or 1/(1−p), [N, in]
     private let droppedGradient = Tensor(shape: [0])  // d drop(x) [N, in]
     private var input: Tensor?
+    /// What the last forward did, so backward matches it even if merge state changed since.
+    private var adapterWasActive = false
     private var usedDropout = false
 
     public init(name: String, base: Linear) {
@@ -139,6 +143,7 @@ public final class LoRALinear {
 
     /// Attaches an adapter whose A and B fit this layer (one adapter at a time).
     public func attach(_ adapter: LoRAAdapter) throws(LoRAError) {
+        adapterWasActive = false
         guard !isMerged else { throw .alreadyMerged(layer: name) }
         guard self.adapter == nil else { throw .adapterAlreadyAttached(layer: name) }
         let r = adapter.rank
@@ -155,6 +160,7 @@ public final class LoRALinear {
     @discardableResult
     public func detach() throws(LoRAError) -> LoRAAdapter? {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
+        adapterWasActive = false
         defer { adapter = nil }
         return adapter
     }
@@ -162,6 +168,7 @@ public final class LoRALinear {
     public func forward(_ x: Tensor) -> Tensor {
         input = x
         let y = base.forward(x)
+        adapterWasActive = adapter != nil && !isMerged
         guard let adapter, !isMerged else { return y }
         let n = x.rowCount, inF = inFeatures, outF = outFeatures, r = adapter.rank
         var xd = x
@@ -184,12 +191,14 @@ public final class LoRALinear {
         return y
     }
 
-    /// Writes (or adds, with `accumulate`) dx; accumulates dA and dB. While merged, only the
-    /// base layer's gradients flow (the adapter is folded into W).
+    /// Writes (or adds, with `accumulate`) dx; accumulates dA and dB. Backward follows what the
+    /// last forward did: if the adapter was merged then, only the base layer's gradients flow
+    /// (models refuse to train while merged).
     public func backward(_ dy: Tensor, dx: Tensor?, accumulate: Bool = false) {
-        base.backward(dy, dx: dx, accumulate: accumulate)
-        guard let adapter, !isMerged else { return }
         guard let x = input else { preconditionFailure("LoRALinear backward before forward") }
+        precondition(dy.rowCount == x.rowCount, "\(name): dy \(dy.shape) does not match the forward input \(x.shape)")
+        base.backward(dy, dx: dx, accumulate: accumulate)
+        guard adapterWasActive, let adapter else { return }
         let n = dy.rowCount, inF = inFeatures, outF = outFeatures, r = adapter.rank, s = adapter.scale
         let xd = usedDropout ? dropped : x
         if let dB = adapter.b.grad {
@@ -250,5 +259,6 @@ public final class LoRALinear {
         originalWeight = nil
         isMerged = false
         adapter = nil
+        adapterWasActive = false
     }
 }

@@ -23,7 +23,7 @@ public struct BertConfiguration: Codable, Sendable, Equatable {
         case numAttentionHeads = "num_attention_heads", intermediateSize = "intermediate_size"
         case maxPositionEmbeddings = "max_position_embeddings", typeVocabSize = "type_vocab_size"
         case layerNormEps = "layer_norm_eps", id2label, numLabels = "num_labels", hiddenAct = "hidden_act"
-        case positionEmbeddingType = "position_embedding_type"
+        case positionEmbeddingType = "position_embedding_type", problemType = "problem_type"
     }
 
     public init(vocabSize: Int, hiddenSize: Int, numHiddenLayers: Int, numAttentionHeads: Int, intermediateSize: Int,
@@ -37,7 +37,10 @@ public struct BertConfiguration: Codable, Sendable, Equatable {
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.typeVocabSize = typeVocabSize
         self.layerNormEps = layerNormEps
-        self.id2label = Dictionary(uniqueKeysWithValues: (0..<max(numLabels, 0)).map { ($0, "LABEL_\($0)") })
+        guard numLabels >= 2 && numLabels < 1 << 16 else {
+            throw .invalidConfiguration("num_labels must be in 2..<65536 for single-label classification, got \(numLabels)")
+        }
+        self.id2label = Dictionary(uniqueKeysWithValues: (0..<numLabels).map { ($0, "LABEL_\($0)") })
         try validate()
     }
 
@@ -45,6 +48,9 @@ public struct BertConfiguration: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct), act != "gelu" {
             throw ModelError.invalidConfiguration("hidden_act '\(act)' is not supported for BERT (only exact 'gelu')")
+        }
+        if let problem = try c.decodeIfPresent(String.self, forKey: .problemType), problem != "single_label_classification" {
+            throw ModelError.invalidConfiguration("problem_type '\(problem)' is not supported (only 'single_label_classification')")
         }
         if let kind = try c.decodeIfPresent(String.self, forKey: .positionEmbeddingType), kind != "absolute" {
             throw ModelError.invalidConfiguration("position_embedding_type '\(kind)' is not supported (only 'absolute')")
@@ -94,6 +100,12 @@ public struct BertConfiguration: Codable, Sendable, Equatable {
         guard hiddenSize % numAttentionHeads == 0 else {
             throw .invalidConfiguration("hidden_size (\(hiddenSize)) must be a multiple of num_attention_heads (\(numAttentionHeads))")
         }
+        try checkParameterCount([
+            [vocabSize, hiddenSize], [maxPositionEmbeddings, hiddenSize], [typeVocabSize, hiddenSize],
+            [numHiddenLayers, 4, hiddenSize, hiddenSize],
+            [numHiddenLayers, 2, hiddenSize, intermediateSize],
+            [numLabels, hiddenSize],
+        ])
     }
 }
 
@@ -219,7 +231,6 @@ public final class BertForSequenceClassification: AdaptableModel {
     let firstTokensGradient = Tensor(shape: [0])  // [B, C]
     let pooledGradient = Tensor(shape: [0])       // [B, C]
     let hiddenGradient = Tensor(shape: [0])       // [B, T, C]
-    private var lastInput: TokenBatch?
 
     public init(_ config: BertConfiguration) throws(ModelError) {
         try config.validate()
@@ -236,14 +247,38 @@ public final class BertForSequenceClassification: AdaptableModel {
 
     public var linearModules: [LoRALinear] { layers.flatMap(\.linearModules) + [pooler, classifier] }
 
-    /// Class logits [B, K].
-    public func logits(_ input: TokenBatch) throws(ModelError) -> Tensor {
+    /// The encoder's last hidden states [B, T, C] (`last_hidden_state`).
+    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
         try input.validate(vocabularySize: config.vocabSize, maxPositions: config.maxPositionEmbeddings,
                            typeVocabularySize: config.typeVocabSize)
-        lastInput = input
         let mask = AttentionMask(causal: false, keyPadding: input.attentionMask)
         var x = embeddings.forward(input)
         for layer in layers { x = layer.forward(x, batch: input.batch, length: input.length, mask: mask) }
+        return x
+    }
+
+    /// Sentence embeddings as sentence-transformers computes them for models such as
+    /// all-MiniLM-L6-v2: the mean of the last hidden states over real tokens, L2-normalised.
+    public func sentenceEmbeddings(_ input: TokenBatch) throws(ModelError) -> [[Float]] {
+        let x = try hiddenStates(input)
+        let c = config.hiddenSize
+        return (0..<input.batch).map { b in
+            var sum = [Double](repeating: 0, count: c)
+            var count = 0.0
+            for t in 0..<input.length where (input.attentionMask?[b * input.length + t] ?? 1) != 0 {
+                let row = x.data + (b * input.length + t) * c
+                for j in 0..<c { sum[j] += Double(row[j]) }
+                count += 1
+            }
+            let mean = sum.map { $0 / max(count, 1e-9) }
+            let norm = max(mean.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            return mean.map { Float($0 / norm) }
+        }
+    }
+
+    /// Class logits [B, K].
+    public func logits(_ input: TokenBatch) throws(ModelError) -> Tensor {
+        let x = try hiddenStates(input)
         let c = config.hiddenSize
         firstTokens.resize([input.batch, c])
         for b in 0..<input.batch { (firstTokens.data + b * c).update(from: x.data + b * input.length * c, count: c) }
@@ -253,6 +288,7 @@ public final class BertForSequenceClassification: AdaptableModel {
     /// Mean cross-entropy against `labels` ([B], class indices); with `backward`, accumulates
     /// the gradients of every trainable parameter.
     public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
+        if backward { try requireUnmerged("training") }
         guard labels.count == input.batch else { throw .invalidInput("\(labels.count) labels for a batch of \(input.batch)") }
         if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= config.numLabels) }) {
             throw .invalidInput("label \(bad) outside 0..<\(config.numLabels)")

@@ -45,7 +45,7 @@ public struct LlamaConfiguration: Codable, Sendable, Equatable {
     }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
-                numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil, rmsNormEps: Float = 1e-5,
+                numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil, rmsNormEps: Float = 1e-6,
                 ropeTheta: Float = 10000, maxPositionEmbeddings: Int = 2048, tieWordEmbeddings: Bool = false,
                 attentionBias: Bool = false, mlpBias: Bool = false) throws(ModelError) {
         self.vocabSize = vocabSize
@@ -121,6 +121,13 @@ public struct LlamaConfiguration: Codable, Sendable, Equatable {
         }
         guard headDim % 2 == 0 else { throw .invalidConfiguration("head_dim must be even for rotary embeddings, got \(headDim)") }
         guard ropeTheta > 0, rmsNormEps > 0 else { throw .invalidConfiguration("rope_theta and rms_norm_eps must be positive") }
+        // Refuse sizes that cannot be allocated, before anything is (checked arithmetic).
+        try checkParameterCount([
+            [vocabSize, hiddenSize, tieWordEmbeddings ? 1 : 2],
+            [numHiddenLayers, hiddenSize, numAttentionHeads, headDim, 2],   // q, o
+            [numHiddenLayers, hiddenSize, numKeyValueHeads, headDim, 2],    // k, v
+            [numHiddenLayers, 3, hiddenSize, intermediateSize],
+        ])
     }
 }
 
@@ -160,7 +167,7 @@ public final class LlamaAttention {
         let (dq, dk, dv) = attention.backward(contextGradient)
         rope.apply(dq, positions: positions, inverse: true)
         rope.apply(dk, positions: positions, inverse: true)
-        inputGradient.resize(replacingLastDimension(dOut.shape, qProj.inFeatures))
+        inputGradient.resize(dOut.shape.replacingLast(with: qProj.inFeatures))
         qProj.backward(dq, dx: inputGradient)
         kProj.backward(dk, dx: inputGradient, accumulate: true)
         vProj.backward(dv, dx: inputGradient, accumulate: true)
@@ -260,7 +267,6 @@ public final class LlamaForCausalLM: AdaptableModel {
     let lossHead = ChunkedLMHeadLoss()
     /// Logits of the last `logits(_:)` call, [B, T, V].
     public let logitsOutput = Tensor(shape: [0])
-    private var lastBatch: TokenBatch?
 
     public init(_ config: LlamaConfiguration) throws(ModelError) {
         try config.validate()
@@ -289,7 +295,6 @@ public final class LlamaForCausalLM: AdaptableModel {
     /// The final hidden states [B, T, C] after the last norm.
     public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
         try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        lastBatch = input
         let mask = AttentionMask(causal: true, keyPadding: input.attentionMask)
         let positions = input.positions
         var x = embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length])
@@ -309,13 +314,15 @@ public final class LlamaForCausalLM: AdaptableModel {
 
     /// Next-token targets as Hugging Face builds them: position t predicts labels[t + 1];
     /// the last position of each row and labels equal to -100 are ignored.
-    public static func shiftedTargets(labels: [Int], batch: Int, length: Int) -> [Int] {
+    static func shiftedTargets(labels: [Int], batch: Int, length: Int) -> [Int] {
         (0..<batch * length).map { i in i % length == length - 1 ? ignoreIndex : labels[i + 1] }
     }
 
     /// Mean next-token cross-entropy; with `backward`, also accumulates the gradients of every
     /// trainable parameter (call `zeroGradients()` between steps).
     public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
+        if backward { try requireUnmerged("training") }
+        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
         guard labels.count == input.batch * input.length else {
             throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
         }
@@ -338,10 +345,4 @@ public final class LlamaForCausalLM: AdaptableModel {
 
 func linearParameters(_ m: LoRALinear) -> [(name: String, parameter: Parameter)] {
     [(m.name + ".weight", m.base.weight)] + (m.base.bias.map { [(m.name + ".bias", $0)] } ?? [])
-}
-
-func replacingLastDimension(_ shape: [Int], _ last: Int) -> [Int] {
-    var s = shape
-    s[s.count - 1] = last
-    return s
 }

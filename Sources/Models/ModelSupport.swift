@@ -6,6 +6,9 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case invalidConfiguration(String)
     case weights(missing: [String], unexpected: [String], mismatched: [String])
     case invalidInput(String)
+    case adaptersMerged(String)
+    case invalidFile(path: String, reason: String)
+    case unsupportedArchitecture(String)
 
     public var description: String {
         switch self {
@@ -16,7 +19,36 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
               mismatched.isEmpty ? nil : "shape mismatches: \(mismatched.joined(separator: "; "))"]
                 .compactMap { $0 }).joined(separator: "\n")
         case .invalidInput(let why): "invalid input: \(why)"
+        case .adaptersMerged(let what): "\(what) while adapters are merged: unmerge them first"
+        case let .invalidFile(path, reason): "\(path): \(reason)"
+        case .unsupportedArchitecture(let what): "unsupported architecture: \(what)"
         }
+    }
+}
+
+/// Largest supported model: 2^36 parameters (256 GiB of Float32).
+let maximumParameterCount = 1 << 36
+
+/// Throws unless every dimension is positive and the parameter count — a sum of products of
+/// dimensions, each computed with overflow checks — is at most `maximumParameterCount`, so a
+/// configuration can never make the process allocate absurd sizes or trap.
+func checkParameterCount(_ products: [[Int]]) throws(ModelError) {
+    var total = 0
+    for factors in products {
+        var product = 1
+        for f in factors {
+            guard f >= 0 else { throw .invalidConfiguration("negative dimension \(f)") }
+            let (p, overflow) = product.multipliedReportingOverflow(by: f)
+            guard !overflow, p <= maximumParameterCount else {
+                throw .invalidConfiguration("the configuration describes more than \(maximumParameterCount) parameters")
+            }
+            product = p
+        }
+        let (sum, overflow) = total.addingReportingOverflow(product)
+        guard !overflow, sum <= maximumParameterCount else {
+            throw .invalidConfiguration("the configuration describes more than \(maximumParameterCount) parameters")
+        }
+        total = sum
     }
 }
 
@@ -42,8 +74,9 @@ public struct TokenBatch: Sendable {
     var positions: [Int] { (0..<batch * length).map { $0 % length } }
 
     func validate(vocabularySize: Int, maxPositions: Int?, typeVocabularySize: Int? = nil) throws(ModelError) {
-        let n = batch * length
         guard batch > 0, length > 0 else { throw .invalidInput("empty batch \(batch)×\(length)") }
+        let (n, overflow) = batch.multipliedReportingOverflow(by: length)
+        guard !overflow else { throw .invalidInput("batch \(batch)×\(length) is too large") }
         guard inputIds.count == n else { throw .invalidInput("\(inputIds.count) input ids for a \(batch)×\(length) batch") }
         if let bad = inputIds.firstIndex(where: { $0 < 0 || $0 >= vocabularySize }) {
             throw .invalidInput("token id \(inputIds[bad]) at position \(bad) is outside the vocabulary 0..<\(vocabularySize)")
@@ -82,6 +115,7 @@ extension AdaptableModel {
     /// Copies weights by name; every expected tensor must be present with the right shape, and
     /// every tensor given must be expected. Nothing is modified unless all checks pass.
     public func loadWeights(_ weights: [String: Tensor]) throws(ModelError) {
+        try requireUnmerged("loading weights")
         let expected = namedParameters
         var missing: [String] = [], mismatched: [String] = []
         for (name, p) in expected {
@@ -131,6 +165,7 @@ extension AdaptableModel {
     @discardableResult
     public func addLoRA(targets: [String], settings: LoRASettings, seed: UInt64) throws(LoRAError) -> [String] {
         try settings.validate()
+        guard !targets.isEmpty else { throw .invalidSettings("no target modules given") }
         var generator = SplitMix64(seed: seed)
         let modules = linearModules
         for target in targets where !modules.contains(where: { matchesTarget($0.name, target) }) {
@@ -154,8 +189,27 @@ extension AdaptableModel {
         for m in linearModules { m.isTraining = training }
     }
 
+    public var hasMergedAdapters: Bool { linearModules.contains { $0.isMerged } }
+
+    /// Throws when an adapter is merged: weights loaded or trained now would be lost or wrong
+    /// at unmerge.
+    public func requireUnmerged(_ action: String) throws(ModelError) {
+        if let m = linearModules.first(where: { $0.isMerged }) { throw .adaptersMerged("\(action) (\(m.name))") }
+    }
+
+    /// Merges every attached adapter, or none: if one merge fails (non-finite result), the
+    /// modules merged before it are restored bit for bit and the error is rethrown.
     public func mergeAdapters() throws(LoRAError) {
-        for m in linearModules where m.adapter != nil { try m.merge() }
+        var merged: [LoRALinear] = []
+        do {
+            for m in linearModules where m.adapter != nil && !m.isMerged {
+                try m.merge()
+                merged.append(m)
+            }
+        } catch {
+            for m in merged { try? m.unmerge() }
+            throw error
+        }
     }
 
     public func unmergeAdapters() throws(LoRAError) {
@@ -168,35 +222,32 @@ func matchesTarget(_ path: String, _ target: String) -> Bool {
     path == target || path.hasSuffix("." + target)
 }
 
-/// out = a + b, elementwise, into a reused buffer.
-func add(_ a: Tensor, _ b: Tensor, into out: Tensor) {
-    precondition(a.count == b.count)
-    out.resize(a.shape)
-    for i in 0..<a.count { out.data[i] = a.data[i] + b.data[i] }
-}
-
-/// a += b, elementwise.
-func addInPlace(_ a: Tensor, _ b: Tensor) {
-    precondition(a.count == b.count)
-    for i in 0..<a.count { a.data[i] += b.data[i] }
-}
-
 extension AdaptableModel {
-    /// Copies adapter tensors named as in PEFT files (`<prefix><module>.lora_A.weight`) into the
-    /// attached adapters. Every attached adapter must be covered with the right shapes, and every
-    /// LoRA tensor given must belong to an attached adapter; nothing changes unless all do.
+    /// Copies adapter tensors named as in PEFT files into the model: `<prefix><module>.lora_A.weight`
+    /// and `.lora_B.weight` into the attached adapters, and any other tensor `<prefix><parameter>`
+    /// into that base parameter (PEFT's `modules_to_save`, such as a trained classifier).
+    /// Every attached adapter must be covered with the right shapes and every tensor must be
+    /// used; nothing changes unless all checks pass.
     public func loadAdapterWeights(_ tensors: [String: Tensor], prefix: String = "base_model.model.") throws(ModelError) {
-        let expected = namedAdapterParameters
-        var missing: [String] = [], mismatched: [String] = []
-        for (name, p) in expected {
-            guard let t = tensors[prefix + name] else { missing.append(prefix + name); continue }
-            if t.shape != p.shape { mismatched.append("\(prefix + name): file \(t.shape), model \(p.shape)") }
+        try requireUnmerged("loading adapter weights")
+        let adapterParameters = namedAdapterParameters
+        let baseParameters = Dictionary(namedParameters.map { (prefix + $0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        var missing: [String] = [], mismatched: [String] = [], unexpected: [String] = []
+        var assignments: [(Parameter, Tensor)] = []
+        var adapterKeys = Set<String>()
+        for (name, p) in adapterParameters {
+            let key = prefix + name
+            adapterKeys.insert(key)
+            guard let t = tensors[key] else { missing.append(key); continue }
+            if t.shape != p.shape { mismatched.append("\(key): file \(t.shape), model \(p.shape)") } else { assignments.append((p, t)) }
         }
-        let known = Set(expected.map { prefix + $0.name })
-        let unexpected = tensors.keys.filter { ($0.contains(".lora_A.") || $0.contains(".lora_B.")) && !known.contains($0) }.sorted()
+        for (key, t) in tensors where !adapterKeys.contains(key) {
+            guard let p = baseParameters[key] else { unexpected.append(key); continue }
+            if t.shape != p.shape { mismatched.append("\(key): file \(t.shape), model \(p.shape)") } else { assignments.append((p, t)) }
+        }
         guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
-            throw .weights(missing: missing, unexpected: unexpected, mismatched: mismatched)
+            throw .weights(missing: missing.sorted(), unexpected: unexpected.sorted(), mismatched: mismatched.sorted())
         }
-        for (name, p) in expected { if let t = tensors[prefix + name] { p.value.copy(from: t) } }
+        for (p, t) in assignments { p.value.copy(from: t) }
     }
 }

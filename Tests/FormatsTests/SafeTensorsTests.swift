@@ -75,3 +75,20 @@ struct SafeTensorsTests {
         #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(url: URL(fileURLWithPath: "/nonexistent/x.safetensors")) }
     }
 }
+
+@Suite("safetensors header numbers")
+struct SafeTensorsHeaderNumberTests {
+    /// Shapes and offsets must be exact non-negative integers: JSON that a lenient reader would
+    /// round, truncate or wrap is refused.
+    @Test(arguments: [
+        #"{"a":{"dtype":"F32","shape":[1.7],"data_offsets":[0,4]}}"#,
+        #"{"a":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}}"#,
+        #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0.0,4.9]}}"#,
+        #"{"a":{"dtype":"F32","shape":[18446744073709551617],"data_offsets":[0,4]}}"#,
+        #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#,
+        #"{"a":{"dtype":"F32","shape":"1","data_offsets":[0,4]}}"#,
+    ])
+    func refusesInexactNumbers(header: String) {
+        #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(data: safetensorsBytes(header: header, data: [0, 0, 0, 0])) }
+    }
+}

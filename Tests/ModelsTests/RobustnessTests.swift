@@ -1,0 +1,108 @@
+import Foundation
+import Kernels
+import Layers
+import LoRA
+@testable import Models
+import TestSupport
+import Testing
+
+/// Misuse and hostile input: every case is a typed error, never a trap or silent damage.
+@Suite("Model robustness")
+struct RobustnessTests {
+    static func adaptedLlama() throws -> LlamaForCausalLM {
+        let model = try LlamaForCausalLM(ModelBehaviourTests.tinyLlamaConfig())
+        ModelBehaviourTests.randomise(model, seed: 400)
+        try model.addLoRA(targets: ["q_proj", "v_proj"], settings: LoRASettings(rank: 2, alpha: 4), seed: 1)
+        for (_, p) in model.namedAdapterParameters { p.value.copy(from: randomTensor(p.shape, seed: 5, scale: 0.3)) }
+        return model
+    }
+
+    @Test func mergedModelsRefuseLoadingAndTraining() throws {
+        let model = try Self.adaptedLlama()
+        let weights = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.parameter.value.clone()) })
+        try model.mergeAdapters()
+        #expect(throws: ModelError.self) { try model.loadWeights(weights) }
+        #expect(throws: ModelError.self) { try model.loadAdapterWeights([:]) }
+        #expect(throws: ModelError.self) {
+            _ = try model.loss(ModelBehaviourTests.batch, labels: ModelBehaviourTests.labels, backward: true)
+        }
+        // Evaluation while merged is fine.
+        _ = try model.loss(ModelBehaviourTests.batch, labels: ModelBehaviourTests.labels, backward: false)
+        try model.unmergeAdapters()
+        _ = try model.loss(ModelBehaviourTests.batch, labels: ModelBehaviourTests.labels, backward: true)
+    }
+
+    @Test func mergeIsAllOrNothing() throws {
+        let model = try Self.adaptedLlama()
+        let originals = model.linearModules.map { $0.base.weight.value.clone() }
+        // The last adapted module would overflow.
+        let last = try #require(model.linearModules.last { $0.adapter != nil })
+        last.adapter!.a.value.copy(from: Tensor(shape: last.adapter!.a.shape, generator: { 1e30 }))
+        last.adapter!.b.value.copy(from: Tensor(shape: last.adapter!.b.shape, generator: { 1e30 }))
+        #expect(throws: LoRAError.nonFiniteMerge(layer: last.name)) { try model.mergeAdapters() }
+        #expect(!model.hasMergedAdapters)
+        for (m, original) in zip(model.linearModules, originals) {
+            #expect(m.base.weight.value.isBitIdentical(to: original), "\(m.name) changed by a failed merge")
+        }
+    }
+
+    @Test func backwardFollowsTheForwardAcrossMerges() throws {
+        // forward (1 row, unmerged) → merge → forward (8 rows) → unmerge → backward (8 rows):
+        // backward must use what the last forward saved, not stale low-rank buffers.
+        let layer = LoRALinear(name: "m.q", inFeatures: 4, outFeatures: 3, bias: false)
+        var g = SplitMix64(seed: 1)
+        try layer.attach(LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 2), generator: &g))
+        layer.adapter!.b.value.copy(from: randomTensor([3, 2], seed: 2))
+        _ = layer.forward(randomTensor([1, 4], seed: 3))
+        try layer.merge()
+        let x = randomTensor([8, 4], seed: 4)
+        _ = layer.forward(x)
+        try layer.unmerge()
+        let dx = Tensor(shape: x.shape)
+        layer.backward(randomTensor([8, 3], seed: 5), dx: dx)
+        #expect(layer.adapter!.a.grad!.scalars.allSatisfy { $0 == 0 } && layer.adapter!.b.grad!.scalars.allSatisfy { $0 == 0 })
+        #expect(dx.isFinite)
+    }
+
+    @Test func adapterFilesAreLoadedStrictly() throws {
+        let model = try Self.adaptedLlama()
+        var tensors: [String: Tensor] = [:]
+        for (name, p) in model.namedAdapterParameters { tensors["base_model.model." + name] = p.value.clone() }
+        try model.loadAdapterWeights(tensors)
+        var extra = tensors
+        extra["base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"] = Tensor(shape: [16])
+        #expect(throws: ModelError.self) { try model.loadAdapterWeights(extra) }
+        var wrongShape = tensors
+        wrongShape["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] = Tensor(shape: [3, 16])
+        #expect(throws: ModelError.self) { try model.loadAdapterWeights(wrongShape) }
+        // A full base tensor (PEFT's modules_to_save) goes into that parameter.
+        var saved = tensors
+        saved["base_model.model.model.norm.weight"] = Tensor(shape: [16], values: [Float](repeating: 2, count: 16))
+        try model.loadAdapterWeights(saved)
+        #expect(model.norm.weight.value.scalars.allSatisfy { $0 == 2 })
+    }
+
+    @Test func hostileConfigurationsAndInputsThrow() throws {
+        #expect(throws: ModelError.self) {
+            _ = try LlamaConfiguration(vocabSize: 1 << 62, hiddenSize: 64, intermediateSize: 8, numHiddenLayers: 1,
+                                       numAttentionHeads: 4, numKeyValueHeads: 4)
+        }
+        #expect(throws: ModelError.self) {
+            _ = try LlamaConfiguration(vocabSize: 10, hiddenSize: 64, intermediateSize: 8, numHiddenLayers: 1 << 40,
+                                       numAttentionHeads: 4, numKeyValueHeads: 1 << 61)
+        }
+        let hugeLabels = #"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "num_labels": 4611686018427387904}"#
+        #expect(throws: ModelError.self) { _ = try JSONDecoder().decode(BertConfiguration.self, from: Data(hugeLabels.utf8)) }
+        let regression = #"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "num_labels": 1}"#
+        #expect(throws: ModelError.self) { _ = try JSONDecoder().decode(BertConfiguration.self, from: Data(regression.utf8)) }
+        let multiLabel = #"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "problem_type": "multi_label_classification"}"#
+        #expect(throws: ModelError.self) { _ = try JSONDecoder().decode(BertConfiguration.self, from: Data(multiLabel.utf8)) }
+
+        let model = try LlamaForCausalLM(ModelBehaviourTests.tinyLlamaConfig())
+        #expect(throws: ModelError.self) {
+            _ = try model.loss(TokenBatch(batch: Int.max / 2, length: 4, inputIds: [1]), labels: [1], backward: false)
+        }
+        #expect(throws: LoRAError.self) { try model.addLoRA(targets: [], settings: LoRASettings(rank: 2, alpha: 4), seed: 1) }
+        #expect(throws: LoRAError.self) { try model.addLoRA(targets: ["q_proj"], settings: LoRASettings(rank: 1 << 40, alpha: 4), seed: 1) }
+    }
+}
