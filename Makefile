@@ -22,7 +22,6 @@ test: build
 	$(SWIFT) test --skip-build
 
 ## quickstart: release build, the CLI, and a short run of the micro-benchmark.
-## (Until model loading lands, the benchmark is the main job that runs end to end.)
 quickstart: deps
 	$(SWIFT) build -c release
 	.build/release/lora --version

@@ -160,8 +160,8 @@ extension AdaptableModel {
 
     /// Adds fresh adapters to every linear module whose path ends with one of `targets`
     /// (`q_proj` matches `model.layers.3.self_attn.q_proj`), as PEFT's suffix matching does,
-    /// and freezes every base parameter. Each target must match at least one module.
-    /// Returns the adapted paths.
+    /// and freezes every base parameter (make a head trainable again afterwards if it should
+    /// be). Each target must match at least one module. Returns the adapted paths.
     @discardableResult
     public func addLoRA(targets: [String], settings: LoRASettings, seed: UInt64) throws(LoRAError) -> [String] {
         try settings.validate()

@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import Layers
 
@@ -18,7 +19,8 @@ public final class AdamW {
     private let firstMoments: [Tensor]
     private let secondMoments: [Tensor]
 
-    /// Only the trainable parameters among `parameters` are kept.
+    /// Only the parameters that are trainable *now* are kept (frozen ones get no state): build
+    /// the optimizer after injecting LoRA or choosing what to train.
     public init(parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
                 epsilon: Float = 1e-8, weightDecay: Float = 0.01) {
         var seen = Set<ObjectIdentifier>()
@@ -37,7 +39,7 @@ public final class AdamW {
 
     public func update() {
         step += 1
-        let correction1 = 1 - Float(Double(beta1).pow(step)), correction2 = 1 - Float(Double(beta2).pow(step))
+        let correction1 = 1 - Float(pow(Double(beta1), Double(step))), correction2 = 1 - Float(pow(Double(beta2), Double(step)))
         let lr = learningRate, decay = 1 - learningRate * weightDecay
         for (i, p) in parameters.enumerated() {
             guard let g = p.grad else { continue }
@@ -55,8 +57,4 @@ public final class AdamW {
     public func zeroGradients() {
         for p in parameters { p.zeroGrad() }
     }
-}
-
-extension Double {
-    func pow(_ n: Int) -> Double { (0..<n).reduce(1.0) { acc, _ in acc * self } }
 }
