@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Kernels
+import Layers
+
+/// Keys and values of every layer for one sequence, so each new token costs one position of
+/// work instead of the whole prefix.
+public final class LlamaKVCache {
+    public let capacity: Int
+    public private(set) var length = 0
+    let keys: [Tensor]     // per layer [capacity, KV·D]
+    let values: [Tensor]
+    let scores = Tensor(shape: [0])
+    let context = Tensor(shape: [0])
+    let hidden = Tensor(shape: [0])
+    let output = Tensor(shape: [0])
+
+    init(_ config: LlamaConfiguration, capacity: Int) {
+        self.capacity = capacity
+        let width = config.numKeyValueHeads * config.headDim
+        keys = (0..<config.numHiddenLayers).map { _ in Tensor(shape: [capacity, width]) }
+        values = (0..<config.numHiddenLayers).map { _ in Tensor(shape: [capacity, width]) }
+    }
+
+    public func reset() { length = 0 }
+    fileprivate func advance(by n: Int) { length += n }
+}
+
+extension LlamaAttention {
+    func forwardCached(_ x: Tensor, layer: Int, cache: LlamaKVCache, positions: [Int]) -> Tensor {
+        let q = qProj.forward(x), k = kProj.forward(x), v = vProj.forward(x)
+        rope.apply(q, positions: positions)
+        rope.apply(k, positions: positions)
+        let width = k.rowLength, start = cache.length
+        (cache.keys[layer].data + start * width).update(from: k.data, count: k.count)
+        (cache.values[layer].data + start * width).update(from: v.data, count: v.count)
+        cache.context.resize(q.shape)
+        cachedCausalAttention(q: q, keys: cache.keys[layer].data, values: cache.values[layer].data, offset: start,
+                              heads: attention.heads, kvHeads: attention.kvHeads, headDimension: attention.headDimension,
+                              scores: cache.scores, into: cache.context)
+        return oProj.forward(cache.context)
+    }
+}
+
+extension LlamaDecoderLayer {
+    func forwardCached(_ x: Tensor, layer: Int, cache: LlamaKVCache, positions: [Int]) -> Tensor {
+        let a = selfAttn.forwardCached(inputLayernorm.forward(x), layer: layer, cache: cache, positions: positions)
+        add(x, a, into: hidden)
+        add(hidden, mlp.forward(postAttentionLayernorm.forward(hidden)), into: output)
+        return output
+    }
+}
+
+extension LlamaForCausalLM {
+    public func makeCache(capacity: Int) -> LlamaKVCache { LlamaKVCache(config, capacity: capacity) }
+
+    /// Runs `tokens` of one sequence after what the cache already holds and appends them to it.
+    /// Returns logits [T, V] for every new token when `allLogits`, else [1, V] for the last one.
+    public func forwardCached(_ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
+        guard !tokens.isEmpty else { throw .invalidInput("no tokens to run") }
+        guard cache.length + tokens.count <= cache.capacity else {
+            throw .invalidInput("\(cache.length + tokens.count) tokens exceed the cache's \(cache.capacity)")
+        }
+        try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: config.vocabSize, maxPositions: nil)
+        let positions = Array(cache.length..<(cache.length + tokens.count))
+        var x = embedTokens.forward(ids: tokens, shape: [tokens.count])
+        for (i, layer) in layers.enumerated() { x = layer.forwardCached(x, layer: i, cache: cache, positions: positions) }
+        cache.advance(by: tokens.count)
+        let h = norm.forward(x)
+        let rows = allLogits ? tokens.count : 1
+        logitsOutput.resize([rows, config.vocabSize])
+        matmul(transposeB: true, m: rows, n: config.vocabSize, k: config.hiddenSize,
+               h.data + (tokens.count - rows) * config.hiddenSize, lda: config.hiddenSize,
+               lmHead.value.data, ldb: config.hiddenSize, logitsOutput.data, ldc: config.vocabSize)
+        return logitsOutput
+    }
+
+    /// `log p(ids[i+1] | ids[0...i])` for every i (length ids.count − 1), computed in Double.
+    public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
+        guard ids.count >= 2 else { return [] }
+        let cache = makeCache(capacity: ids.count)
+        let logits = try forwardCached(ids, cache: cache, allLogits: true)
+        let v = config.vocabSize
+        return (0..<(ids.count - 1)).map { i in
+            let row = logits.data + i * v
+            var maxValue = -Float.infinity
+            for j in 0..<v { maxValue = max(maxValue, row[j]) }
+            var sum = 0.0
+            for j in 0..<v { sum += exp(Double(row[j] - maxValue)) }
+            return Double(row[ids[i + 1]] - maxValue) - log(sum)
+        }
+    }
+
+    /// Generates up to `maxTokens` tokens after `prompt`; stops after an end-of-sequence token
+    /// (which is included, as transformers' `generate` returns it). `onToken` sees each token
+    /// as it is produced.
+    public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler, stopTokens: Set<Int>,
+                         onToken: (Int) -> Void = { _ in }) throws(ModelError) -> [Int] {
+        guard maxTokens > 0 else { return [] }
+        let cache = makeCache(capacity: prompt.count + maxTokens)
+        var logits = try forwardCached(prompt, cache: cache)
+        var generated: [Int] = []
+        while true {
+            let next = sampler.sample(logits.data, count: config.vocabSize)
+            generated.append(next)
+            onToken(next)
+            if stopTokens.contains(next) || generated.count == maxTokens { break }
+            logits = try forwardCached([next], cache: cache)
+        }
+        return generated
+    }
+}
+
+/// Chooses the next token from logits: greedy at temperature 0, else sampling with optional
+/// top-k and top-p (nucleus) filtering, reproducible from a seed.
+public struct Sampler: Sendable {
+    public var temperature: Float
+    public var topK: Int?
+    public var topP: Float?
+    public var generator: SplitMix64
+
+    public init(temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        generator = SplitMix64(seed: seed)
+    }
+
+    public mutating func sample(_ logits: UnsafePointer<Float>, count: Int) -> Int {
+        if temperature <= 0 {
+            var best = 0   // first maximum, as torch.argmax
+            for j in 1..<count where logits[j] > logits[best] { best = j }
+            return best
+        }
+        // Candidates in descending order of logit, cut by top-k.
+        var order = Array(0..<count)
+        order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        if let k = topK, k > 0, k < order.count { order.removeSubrange(k...) }
+        let maxValue = Double(logits[order[0]])
+        var probabilities = order.map { exp((Double(logits[$0]) - maxValue) / Double(temperature)) }
+        let total = probabilities.reduce(0, +)
+        probabilities = probabilities.map { $0 / total }
+        if let p = topP, p < 1 {
+            // Keep the smallest prefix whose mass reaches p (at least one token).
+            var cumulative = 0.0, keep = 0
+            while keep < probabilities.count {
+                cumulative += probabilities[keep]
+                keep += 1
+                if cumulative >= Double(p) { break }
+            }
+            order.removeSubrange(keep...)
+            probabilities.removeSubrange(keep...)
+            let kept = probabilities.reduce(0, +)
+            probabilities = probabilities.map { $0 / kept }
+        }
+        let u = Double(generator.next() >> 11) * (1.0 / 9_007_199_254_740_992.0)
+        var cumulative = 0.0
+        for (i, p) in probabilities.enumerated() {
+            cumulative += p
+            if u < cumulative { return order[i] }
+        }
+        return order[order.count - 1]
+    }
+}
