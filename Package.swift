@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Kernels"]),
         .target(name: "Tokenizers"),
         .target(name: "ModelStore"),
-        .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats"]),
+        .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers"]),
         .target(name: "Training", dependencies: ["Kernels", "Layers"]),
         .executableTarget(
             name: "lora",
@@ -46,6 +46,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ModelStore", "TestSupport"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "ModelStore", "TestSupport"]),
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
     ]
 )

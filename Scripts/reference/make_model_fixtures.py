@@ -46,8 +46,18 @@ EMBED_TEXTS = [
 ]
 
 
+CHATS = [
+    ([{"role": "user", "content": "Hi"}], True),
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], False),
+    ([{"role": "user", "content": "Two\nlines  and\ttabs"}, {"role": "assistant", "content": "<|im_end|> inside"},
+      {"role": "user", "content": "again"}], True),
+]
+
+
 def smollm2(out):
     tok = AutoTokenizer.from_pretrained(SMOLLM2_DIR, gguf_file=SMOLLM2_FILE)
+    chats = [{"messages": m, "add_generation_prompt": g,
+              "text": tok.apply_chat_template(m, tokenize=False, add_generation_prompt=g)} for m, g in CHATS]
     start = time.time()
     model = AutoModelForCausalLM.from_pretrained(SMOLLM2_DIR, gguf_file=SMOLLM2_FILE, torch_dtype=torch.float32)
     model.eval()
@@ -80,7 +90,8 @@ def smollm2(out):
             "prefill_tokens_per_second": prompt.shape[1] / sorted(prefill)[1],
             "decode_tokens_per_second_incl_prefill": 64 / decode_seconds, "torch_threads": torch.get_num_threads()}
     with open(os.path.join(out, "smollm2.json"), "w") as f:
-        json.dump({"model": SMOLLM2_FILE, "eos_token_id": tok.eos_token_id, "scores": scores, "greedy": greedy,
+        json.dump({"model": SMOLLM2_FILE, "eos_token_id": tok.eos_token_id, "chat_template": tok.chat_template,
+                   "chats": chats, "scores": scores, "greedy": greedy,
                    "transformers_performance": perf}, f, indent=1, ensure_ascii=False)
     print("smollm2:", [g["text"] for g in greedy], perf)
 

@@ -69,6 +69,9 @@ public enum ModelLoader {
         } catch {
             throw .file(configURL, error)
         }
+        guard ["llama", "bert"].contains(modelType) else {
+            throw .unsupportedArchitecture("model_type '\(modelType)' in \(configURL.path) (supported: llama, bert)")
+        }
         let checkpoint: SafeTensorsCheckpoint
         var weights: [String: Tensor]
         do {

@@ -3,7 +3,7 @@ import Foundation
 import ModelStore
 
 /// `lora models list|fetch`: the offline model store.
-struct Models: ParsableCommand {
+struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
         abstract: "List and fetch the known pretrained models ($LORA_HOME, default ~/.cache/swift-lora).",

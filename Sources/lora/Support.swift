@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+import ModelStore
+import Models
+
+/// `--model`: a `.gguf` file, a Hugging Face directory, or a known model's short name.
+struct ModelOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "A .gguf file, a Hugging Face model directory, or a known model (\(KnownModel.all.map(\.name).joined(separator: ", "))).",
+        valueName: "model"))
+    var model: String
+
+    /// Resolves (fetching a known model if needed, with progress on stderr) and loads it.
+    func load() throws -> Pretrained {
+        let location = try ModelStore().resolve(model) { note($0) }
+        let start = Date()
+        let pretrained = try Pretrained.load(location.url)
+        note(String(format: "loaded %@ in %.2f s", location.url.lastPathComponent, Date().timeIntervalSince(start)))
+        for name in pretrained.report.newlyInitialized { note("warning: \(name) was not in the checkpoint and is freshly initialised") }
+        return pretrained
+    }
+}
+
+/// Progress and diagnostics go to stderr, so stdout holds only the result.
+func note(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Prints exactly one JSON object on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// A user-facing failure: ArgumentParser prints "Error: <description>" and exits with status 1.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import ModelStore
+import TestSupport
+import Testing
+
+/// The `lora` binary run end to end, as a user runs it: every `--json` command prints exactly
+/// one JSON object on stdout, and failures exit non-zero with a message on stderr.
+@Suite("lora command line", .serialized)
+struct CLITests {
+    struct Run {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+        func json() throws -> [String: Any] {
+            let object = try JSONSerialization.jsonObject(with: Data(stdout.utf8))
+            return try #require(object as? [String: Any], "stdout is not one JSON object: \(stdout.prefix(200))")
+        }
+    }
+
+    /// The `lora` executable built beside the test bundle.
+    static var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lora")
+    }
+
+    static func lora(_ arguments: String...) throws -> Run {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                   stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    struct Golden: Decodable {
+        struct Score: Decodable { let text: String; let ids: [Int]; let logprobs: [Double] }
+        struct Greedy: Decodable { let prompt: String; let generated_ids: [Int] }
+        let scores: [Score]
+        let greedy: [Greedy]
+    }
+
+    @Test func versionAndHelp() throws {
+        let version = try Self.lora("--version")
+        #expect(version.status == 0 && version.stdout.hasPrefix("swift-lora "))
+        let help = try Self.lora("--help")
+        for command in ["models", "inspect", "tokenize", "score", "generate", "classify", "embed"] {
+            #expect(help.stdout.contains(command), "--help does not list \(command)")
+        }
+    }
+
+    @Test func smolLM2ScoreGenerateTokenizeInspect() throws {
+        _ = try realModel(.smolLM2)
+        let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: fixturesDirectory.appendingPathComponent("models/smollm2.json")))
+        let score = golden.scores[0]
+        let run = try Self.lora("score", "--model", "smollm2-135m-instruct", "--text", score.text, "--json")
+        #expect(run.status == 0, "\(run.stderr)")
+        let json = try run.json()
+        #expect(json["ids"] as? [Int] == score.ids)
+        let logprobs = try #require(json["logprobs"] as? [Double])
+        let e = zip(logprobs, score.logprobs).map { abs($0 - $1) }.max() ?? .infinity
+        print("lora score: max |Δ log p| \(e)")
+        #expect(logprobs.count == score.logprobs.count && e <= 1e-3)
+
+        let tokenize = try Self.lora("tokenize", "--model", "smollm2-135m-instruct", "--text", score.text, "--json")
+        #expect(try tokenize.json()["ids"] as? [Int] == score.ids)
+
+        let greedy = golden.greedy[0]
+        let generate = try Self.lora("generate", "--model", "smollm2-135m-instruct", "--prompt", greedy.prompt,
+                                     "--max-tokens", "24", "--json")
+        #expect(generate.status == 0, "\(generate.stderr)")
+        #expect(try generate.json()["ids"] as? [Int] == greedy.generated_ids)
+
+        let inspect = try Self.lora("inspect", "--model", "smollm2-135m-instruct", "--json")
+        let report = try inspect.json()
+        #expect(report["parameters"] as? Int == 134_515_008)
+        #expect((report["architecture"] as? String)?.hasPrefix("llama") == true)
+    }
+
+    @Test func miniLMEmbedClassifyTokenize() throws {
+        _ = try realModel(.miniLM)
+        let embed = try Self.lora("embed", "--model", "all-minilm-l6-v2", "--text", "A man is playing a guitar.", "--json")
+        #expect(embed.status == 0, "\(embed.stderr)")
+        let embedding = try #require(try embed.json()["embedding"] as? [Double])
+        #expect(embedding.count == 384)
+        #expect(abs(embedding.reduce(0) { $0 + $1 * $1 } - 1) < 1e-5)
+        let classify = try Self.lora("classify", "--model", "all-minilm-l6-v2", "--text", "good", "--text", "a longer bad text", "--json")
+        #expect(classify.status == 0, "\(classify.stderr)")
+        let logits = try #require(try classify.json()["logits"] as? [[Double]])
+        #expect(logits.count == 2 && logits.allSatisfy { $0.count == 2 })
+        #expect(classify.stderr.contains("freshly initialised"))
+        let tokenize = try Self.lora("tokenize", "--model", "all-minilm-l6-v2", "--text", "Hello, world!", "--json")
+        let ids = try #require(try tokenize.json()["ids"] as? [Int])
+        #expect(ids.first == 101 && ids.last == 102)
+    }
+
+    @Test func failuresExitNonZeroWithAMessage() throws {
+        let missing = try Self.lora("inspect", "--model", "/nonexistent/model.gguf")
+        #expect(missing.status != 0 && missing.stdout.isEmpty && missing.stderr.contains("nonexistent"))
+        let unknown = try Self.lora("inspect", "--model", "no-such-model")
+        #expect(unknown.status != 0 && unknown.stderr.contains("known"))
+        let wrongKind = try Self.lora("score", "--model", "all-minilm-l6-v2", "--text", "x", "--json")
+        #expect(wrongKind.status != 0 && wrongKind.stdout.isEmpty)
+        let badOption = try Self.lora("generate", "--model", "smollm2-135m-instruct", "--prompt", "x", "--top-p", "2")
+        #expect(badOption.status != 0)
+    }
+}

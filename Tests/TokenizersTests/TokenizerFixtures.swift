@@ -1,0 +1,89 @@
+import Formats
+import Foundation
+import ModelStore
+import TestSupport
+import Tokenizers
+
+/// `Tests/Fixtures/tokenizers`, written by `Scripts/reference/make_tokenizer_fixtures.py`.
+let tokenizerFixtures = fixturesDirectory.appendingPathComponent("tokenizers")
+
+func loadFixture<T: Decodable>(_ name: String, as type: T.Type = T.self) throws -> T {
+    try JSONDecoder().decode(T.self, from: Data(contentsOf: tokenizerFixtures.appendingPathComponent(name)))
+}
+
+struct Corpus: Decodable {
+    struct Case: Decodable { let name: String; let text: String }
+    let cases: [Case]
+    static func load() throws -> [Case] { try loadFixture("corpus.json", as: Corpus.self).cases }
+}
+
+/// `smollm2-135m-instruct.json`: per corpus case, the ids of both pre-tokenizers and HF's decode.
+struct SmolLM2Fixture: Decodable {
+    struct Case: Decodable {
+        let name: String
+        let smollm_ids: [Int]
+        let gpt2_ids: [Int]
+        let decoded: String
+        let decoded_skip_special: String
+    }
+    struct DecodeCase: Decodable { let name: String; let ids: [Int]; let decoded: String }
+    let bos_token_id: Int?, eos_token_id: Int?, pad_token_id: Int?, unk_token_id: Int?
+    let vocabulary_size: Int
+    let cases_where_pre_tokenizers_differ: [String]
+    let cases: [Case]
+    let decode_cases: [DecodeCase]
+}
+
+/// `all-minilm-l6-v2.json`: ids and decodes per corpus case, and text pairs.
+struct MiniLMFixture: Decodable {
+    struct Case: Decodable { let name: String; let ids: [Int]; let decoded: String; let decoded_skip_special: String }
+    struct Pair: Decodable { let a: String; let b: String?; let max_length: Int?; let ids: [Int]; let type_ids: [Int] }
+    let cls_token_id: Int, sep_token_id: Int, pad_token_id: Int, unk_token_id: Int, vocabulary_size: Int
+    let cases: [Case]
+    let pairs: [Pair]
+}
+
+/// `tiny-bpe-*.json`: the small tokenizer.json fixtures' expected ids.
+struct TinyBPEFixture: Decodable {
+    struct Case: Decodable { let name: String; let text: String; let ids: [Int]; let decoded: String; let decoded_skip_special: String }
+    let bos_token_id: Int?, eos_token_id: Int?, pad_token_id: Int?
+    let vocabulary_size: Int
+    let cases: [Case]
+}
+
+/// The tokenizer a GGUF file describes (`tokenizer.ggml.*`), built as transformers' GGUF
+/// conversion builds it, except the pre-tokenizer, which follows `tokenizer.ggml.pre` as llama.cpp
+/// does ("smollm": digits split first, like the upstream tokenizer.json).
+func ggufTokenizer(_ gguf: GGUFFile) throws(TokenizerError) -> ByteLevelBPETokenizer {
+    let m = gguf.metadata
+    let source = gguf.path ?? "GGUF metadata"
+    let model = m["tokenizer.ggml.model"]?.string ?? "(none)"
+    guard model == "gpt2" else { throw .unsupportedModel(file: source, type: "tokenizer.ggml.model \(model)") }
+    guard let tokens = m["tokenizer.ggml.tokens"]?.strings else { throw .missingField(file: source, field: "tokenizer.ggml.tokens") }
+    guard let merges = m["tokenizer.ggml.merges"]?.strings else { throw .missingField(file: source, field: "tokenizer.ggml.merges") }
+    return try ByteLevelBPETokenizer(
+        tokens: tokens, merges: merges, tokenTypes: m["tokenizer.ggml.token_type"]?.ints,
+        preTokenizer: try PreTokenizer.llamaCpp(m["tokenizer.ggml.pre"]?.string ?? "default", source: source),
+        bos: m["tokenizer.ggml.bos_token_id"]?.int, eos: m["tokenizer.ggml.eos_token_id"]?.int,
+        pad: m["tokenizer.ggml.padding_token_id"]?.int, unknown: m["tokenizer.ggml.unknown_token_id"]?.int,
+        addBOS: m["tokenizer.ggml.add_bos_token"]?.bool ?? false, source: source)
+}
+
+/// The real models' tokenizers, loaded once per test process.
+enum RealTokenizers {
+    static let smolLM2: Result<(gguf: GGUFFile, tokenizer: ByteLevelBPETokenizer), any Error> = Result {
+        let gguf = try GGUFFile(url: try realModel(.smolLM2))
+        return (gguf, try ggufTokenizer(gguf))
+    }
+
+    static let miniLM: Result<WordPieceTokenizer, any Error> = Result {
+        let tokenizer = try loadTokenizer(huggingFaceDirectory: try realModel(.miniLM))
+        guard let wordPiece = tokenizer as? WordPieceTokenizer else { throw TokenizerError.unsupportedModel(file: "all-MiniLM-L6-v2", type: "\(type(of: tokenizer))") }
+        return wordPiece
+    }
+}
+
+/// Compares `actual` with `expected` case by case; returns the names of the cases that differ.
+func mismatches<C>(_ cases: [C], name: (C) -> String, _ equal: (C) -> Bool) -> [String] {
+    cases.filter { !equal($0) }.map(name)
+}
