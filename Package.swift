@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ModelStore", "TestSupport"]),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "ModelStore", "TestSupport"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "Models", "ModelStore", "TestSupport"]),
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),

@@ -46,7 +46,7 @@ public struct Pretrained {
 /// `tokenizer.ggml.pre` as llama.cpp does ("smollm": digits split first, as the upstream
 /// tokenizer.json does; transformers' GGUF conversion drops that step, which only changes
 /// runs of whitespace before a number).
-func ggufTokenizer(_ gguf: GGUFFile) throws(TokenizerError) -> ByteLevelBPETokenizer {
+public func ggufTokenizer(_ gguf: GGUFFile) throws(TokenizerError) -> ByteLevelBPETokenizer {
     let m = gguf.metadata
     let source = gguf.path ?? "GGUF metadata"
     let model = m["tokenizer.ggml.model"]?.string ?? "(none)"
