@@ -61,29 +61,32 @@ extension ModelLoader {
         }
         let config = try llamaConfiguration(gguf, path: url.path)
         let model = try LlamaForCausalLM(config)
-        var weights: [String: Tensor] = [:]
+        // Check every name and shape from the tensor infos first, then dequantise one tensor at
+        // a time straight into its parameter (no second copy of the whole model in memory).
+        let infos = Dictionary(gguf.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let hfNames = Dictionary(model.namedParameters.compactMap { p in ggufName(forLlama: p.name).map { ($0, p.name) } },
+                                 uniquingKeysWith: { a, _ in a })
+        var shapes: [String: [Int]] = [:]
+        var sources: [String: String] = [:]
+        for info in gguf.tensorInfos {
+            let hfName = hfNames[info.name]
+            shapes[hfName ?? info.name] = info.shape
+            if let hfName { sources[hfName] = info.name }
+        }
+        try model.checkWeightShapes(shapes)
         var storedTypes: [String: String] = [:]
-        var used = Set<String>()
-        for (name, _) in model.namedParameters {
-            guard let ggufName = ggufName(forLlama: name), gguf.tensorInfos.contains(where: { $0.name == ggufName }) else {
-                continue   // reported as missing by loadWeights
-            }
+        for (name, parameter) in model.namedParameters {
+            guard let source = sources[name], let info = infos[source] else { continue }
             var tensor: Tensor
-            do { tensor = try gguf.tensor(ggufName) } catch { throw .file(url, error) }
+            do { tensor = try gguf.tensor(source) } catch { throw .file(url, error) }
             if name.hasSuffix("self_attn.q_proj.weight") {
                 tensor = unpermuteRotaryRows(tensor, heads: config.numAttentionHeads)
             } else if name.hasSuffix("self_attn.k_proj.weight") {
                 tensor = unpermuteRotaryRows(tensor, heads: config.numKeyValueHeads)
             }
-            weights[name] = tensor
-            storedTypes[ggufName] = (try? gguf.info(ggufName))?.type.name ?? "?"
-            used.insert(ggufName)
+            parameter.value.copy(from: tensor)
+            storedTypes[source] = info.type.name
         }
-        let unexpected = gguf.tensorInfos.map(\.name).filter { !used.contains($0) }
-        if !unexpected.isEmpty {
-            throw .weights(missing: [], unexpected: unexpected, mismatched: [])
-        }
-        try model.loadWeights(weights)
         var metadata: [String: String] = [:]
         for key in ["general.name", "general.architecture", "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
             if let v = gguf.metadata[key] { metadata[key] = v.string ?? v.int.map(String.init) ?? "\(v)" }

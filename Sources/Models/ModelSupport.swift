@@ -115,19 +115,25 @@ extension AdaptableModel {
     /// Copies weights by name; every expected tensor must be present with the right shape, and
     /// every tensor given must be expected. Nothing is modified unless all checks pass.
     public func loadWeights(_ weights: [String: Tensor]) throws(ModelError) {
+        try checkWeightShapes(weights.mapValues(\.shape))
+        for (name, p) in namedParameters { if let t = weights[name] { p.value.copy(from: t) } }
+    }
+
+    /// Throws unless `shapes` names exactly this model's parameters (plus ignorable names) with
+    /// the right shapes, listing every missing, unexpected and mismatched tensor.
+    public func checkWeightShapes(_ shapes: [String: [Int]]) throws(ModelError) {
         try requireUnmerged("loading weights")
         let expected = namedParameters
         var missing: [String] = [], mismatched: [String] = []
         for (name, p) in expected {
-            guard let t = weights[name] else { missing.append(name); continue }
-            if t.shape != p.shape { mismatched.append("\(name): file \(t.shape), model \(p.shape)") }
+            guard let shape = shapes[name] else { missing.append(name); continue }
+            if shape != p.shape { mismatched.append("\(name): file \(shape), model \(p.shape)") }
         }
         let known = Set(expected.map(\.name)).union(ignorableWeightNames)
-        let unexpected = weights.keys.filter { !known.contains($0) }.sorted()
+        let unexpected = shapes.keys.filter { !known.contains($0) }.sorted()
         guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
             throw .weights(missing: missing, unexpected: unexpected, mismatched: mismatched)
         }
-        for (name, p) in expected { if let t = weights[name] { p.value.copy(from: t) } }
     }
 
     /// The linear module at exactly this path.
