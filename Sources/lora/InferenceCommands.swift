@@ -140,7 +140,9 @@ struct Generate: ParsableCommand {
             }
         }
         if json { return try printJSON(Output(ids: ids, text: pretrained.tokenizer.decode(ids, skipSpecialTokens: false))) }
-        print(pretrained.tokenizer.decode(ids, skipSpecialTokens: true).dropFirst(shown.count))
+        // The rest (if the last token ended mid-character) and the newline, unbuffered like the stream.
+        let rest = pretrained.tokenizer.decode(ids, skipSpecialTokens: true).dropFirst(shown.count)
+        FileHandle.standardOutput.write(Data((rest + "\n").utf8))
         if let firstToken {
             let decodeSeconds = Date().timeIntervalSince(firstToken)
             note(String(format: "prompt %d tokens in %.2f s (%.1f tokens/s); %d tokens generated at %.1f tokens/s",
