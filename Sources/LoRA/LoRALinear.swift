@@ -71,6 +71,14 @@ public final class LoRAAdapter {
     /// Dropout's random state; one integer, so it can be checkpointed and replayed.
     public var dropoutGenerator: SplitMix64
 
+    // Workspace of the last forward through this adapter, reused every step.
+    let lowRank = Tensor(shape: [0])          // h  [N, r]
+    let lowRankGradient = Tensor(shape: [0])  // dh [N, r]
+    let dropped = Tensor(shape: [0])          // drop(x) [N, in]
+    let dropMask = Tensor(shape: [0])         // 0 or 1/(1−p), [N, in]
+    let droppedGradient = Tensor(shape: [0])  // d drop(x) [N, in]
+    var usedDropout = false
+
     /// A fresh adapter: A drawn as `settings.initialization` says, B = 0.
     public init(inFeatures: Int, outFeatures: Int, settings: LoRASettings, generator: inout SplitMix64) throws(LoRAError) {
         try settings.validate()
@@ -90,43 +98,107 @@ public final class LoRAAdapter {
         dropoutGenerator = SplitMix64(seed: generator.next())
     }
 
+    /// An adapter from given matrices (loaded from a file or combined from others).
+    public init(settings: LoRASettings, a: Tensor, b: Tensor, seed: UInt64 = 0) throws(LoRAError) {
+        try settings.validate()
+        guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == settings.rank, b.shape[1] == settings.rank else {
+            throw .invalidSettings("A \(a.shape) and B \(b.shape) do not have rank \(settings.rank)")
+        }
+        self.settings = settings
+        self.a = Parameter("lora_A", a, trainable: true)
+        self.b = Parameter("lora_B", b, trainable: true)
+        dropoutGenerator = SplitMix64(seed: seed)
+    }
+
     public var parameters: [Parameter] { [a, b] }
     public var rank: Int { settings.rank }
     public var scale: Float { settings.scale }
+
+    /// ΔW = s·B·A added into `w` ([out, in]) with an extra factor, in fp32.
+    func addDelta(into w: Tensor, times factor: Float = 1) {
+        let outF = b.shape[0], inF = a.shape[1]
+        matmul(m: outF, n: inF, k: rank, alpha: scale * factor, b.value.data, lda: rank, a.value.data, ldb: inF,
+               beta: 1, w.data, ldc: inF)
+    }
+
+    /// h = drop(x)·Aᵀ, then y += s·h·Bᵀ.
+    func forward(_ x: Tensor, into y: Tensor, training: Bool) {
+        let n = x.rowCount, inF = x.rowLength, outF = y.rowLength, r = rank
+        var xd = x
+        usedDropout = training && settings.dropout > 0
+        if usedDropout {
+            let p = settings.dropout, keep = 1 / (1 - p)
+            dropped.resize(x.shape)
+            dropMask.resize(x.shape)
+            for i in 0..<x.count {
+                let m: Float = dropoutGenerator.nextUniform() < p ? 0 : keep
+                dropMask.data[i] = m
+                dropped.data[i] = x.data[i] * m
+            }
+            xd = dropped
+        }
+        lowRank.resize([n, r])
+        matmul(transposeB: true, m: n, n: r, k: inF, xd.data, lda: inF, a.value.data, ldb: inF, lowRank.data, ldc: r)
+        matmul(transposeB: true, m: n, n: outF, k: r, alpha: scale, lowRank.data, lda: r, b.value.data, ldb: r,
+               beta: 1, y.data, ldc: outF)
+    }
+
+    /// dB += s·dyᵀ·h, dh = s·dy·B, dA += dhᵀ·drop(x), dx += drop′(dh·A).
+    func backward(_ dy: Tensor, input x: Tensor, dx: Tensor?) {
+        let n = dy.rowCount, inF = x.rowLength, outF = dy.rowLength, r = rank, s = scale
+        let xd = usedDropout ? dropped : x
+        if let dB = b.grad {
+            matmul(transposeA: true, m: outF, n: r, k: n, alpha: s, dy.data, lda: outF, lowRank.data, ldb: r,
+                   beta: 1, dB.data, ldc: r)
+        }
+        guard a.isTrainable || dx != nil else { return }
+        lowRankGradient.resize([n, r])
+        matmul(m: n, n: r, k: outF, alpha: s, dy.data, lda: outF, b.value.data, ldb: r, lowRankGradient.data, ldc: r)
+        if let dA = a.grad {
+            matmul(transposeA: true, m: r, n: inF, k: n, lowRankGradient.data, lda: r, xd.data, ldb: inF,
+                   beta: 1, dA.data, ldc: inF)
+        }
+        guard let dx else { return }
+        if usedDropout {
+            droppedGradient.resize(x.shape)
+            matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, a.value.data, ldb: inF, droppedGradient.data, ldc: inF)
+            for i in 0..<x.count { dx.data[i] += droppedGradient.data[i] * dropMask.data[i] }
+        } else {
+            matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, a.value.data, ldb: inF, beta: 1, dx.data, ldc: inF)
+        }
+    }
 }
 
-/// A linear layer with an optional low-rank adapter — the one LoRA matmul entry point that
-/// every projection of every model goes through. With no adapter it is exactly `base`.
+/// A linear layer with named low-rank adapters — the one LoRA matmul entry point that every
+/// projection of every model goes through. With no active adapter it is exactly `base`.
 ///
-///     forward:  y[N, out] = x · W0ᵀ (+ b) + s · (drop(x) · Aᵀ) · Bᵀ        s = α/r (or α/√r)
-///               h[N, r] = drop(x) · Aᵀ is saved
+///     forward:  y[N, out] = x · W0ᵀ (+ b) + Σ_active s · (drop(x) · Aᵀ) · Bᵀ     s = α/r (or α/√r)
+///               h[N, r] = drop(x) · Aᵀ is saved per adapter
 ///     backward: dh = s · dy · B                                  [N, r]
 ///               dB += s · dyᵀ · h                                 [out, r]
 ///               dA += dhᵀ · drop(x)                               [r, in]
-///               dx = dy · W0 + drop′(dh · A)                      [N, in]
+///               dx = dy · W0 + Σ drop′(dh · A)                    [N, in]
 ///     W0 gets no gradient when frozen (the usual case): the base layer skips it.
 ///
-/// `merge()` replaces W0 by W0 + s·B·A (computed in fp32, refused if non-finite) and keeps
-/// the original tensor, so `unmerge()` restores it bit for bit; `fuse()` merges for good.
+/// Several adapters can be attached by name; `activeAdapters` chooses which ones apply (none =
+/// the base model). `merge()` replaces W0 by W0 + Σ s·B·A over the active adapters (computed in
+/// fp32, refused if non-finite) and keeps the original tensor, so `unmerge()` restores it bit
+/// for bit; `fuse()` merges for good.
 public final class LoRALinear {
     /// The module path, e.g. `model.layers.0.self_attn.q_proj`; used in error messages.
     public let name: String
     public let base: Linear
-    public private(set) var adapter: LoRAAdapter?
+    /// Attached adapters in the order they were attached.
+    public private(set) var adapters: [(name: String, adapter: LoRAAdapter)] = []
+    /// The adapters that apply, in attach order.
+    public private(set) var activeAdapters: [String] = []
     public private(set) var isMerged = false
     /// Dropout on the low-rank path is applied only while training.
     public var isTraining = true
     private var originalWeight: Tensor?
-
-    private let lowRank = Tensor(shape: [0])          // h  [N, r]
-    private let lowRankGradient = Tensor(shape: [0])  // dh [N, r]
-    private let dropped = Tensor(shape: [0])          // drop(x) [N, in]
-    private let dropMask = Tensor(shape: [0])         // 0 or 1/(1−p), [N, in]
-    private let droppedGradient = Tensor(shape: [0])  // d drop(x) [N, in]
     private var input: Tensor?
-    /// What the last forward did, so backward matches it even if merge state changed since.
-    private var adapterWasActive = false
-    private var usedDropout = false
+    /// The adapters the last forward used, so backward matches it even if the state changed since.
+    private var usedAtForward: [LoRAAdapter] = []
 
     public init(name: String, base: Linear) {
         self.name = name
@@ -141,11 +213,16 @@ public final class LoRALinear {
     public var outFeatures: Int { base.outFeatures }
     public var output: Tensor { base.output }
 
-    /// Attaches an adapter whose A and B fit this layer (one adapter at a time).
-    public func attach(_ adapter: LoRAAdapter) throws(LoRAError) {
-        adapterWasActive = false
+    /// The first active adapter (the only one, in the common case).
+    public var adapter: LoRAAdapter? { activeAdapters.first.flatMap { adapter(named: $0) } }
+
+    public func adapter(named name: String) -> LoRAAdapter? { adapters.first { $0.name == name }?.adapter }
+
+    /// Attaches an adapter whose A and B fit this layer under `adapterName` (activating it
+    /// alongside the active ones when `activate`).
+    public func attach(_ adapter: LoRAAdapter, named adapterName: String = "default", activate: Bool = true) throws(LoRAError) {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
-        guard self.adapter == nil else { throw .adapterAlreadyAttached(layer: name) }
+        guard self.adapter(named: adapterName) == nil else { throw .adapterAlreadyAttached(layer: name) }
         let r = adapter.rank
         guard adapter.a.shape == [r, inFeatures] else {
             throw .shapeMismatch(layer: name, tensor: "lora_A", expected: [r, inFeatures], got: adapter.a.shape)
@@ -153,90 +230,58 @@ public final class LoRALinear {
         guard adapter.b.shape == [outFeatures, r] else {
             throw .shapeMismatch(layer: name, tensor: "lora_B", expected: [outFeatures, r], got: adapter.b.shape)
         }
-        self.adapter = adapter
+        adapters.append((adapterName, adapter))
+        if activate { activeAdapters.append(adapterName) }
+        usedAtForward = []
     }
 
-    /// Removes the adapter (refused while merged: unmerge or fuse first).
+    /// Removes an adapter (refused while merged: unmerge or fuse first).
     @discardableResult
-    public func detach() throws(LoRAError) -> LoRAAdapter? {
+    public func detach(named adapterName: String = "default") throws(LoRAError) -> LoRAAdapter? {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
-        adapterWasActive = false
-        defer { adapter = nil }
-        return adapter
+        usedAtForward = []
+        let removed = adapter(named: adapterName)
+        adapters.removeAll { $0.name == adapterName }
+        activeAdapters.removeAll { $0 == adapterName }
+        return removed
+    }
+
+    /// Chooses the adapters that apply; names this layer does not have are skipped (a model's
+    /// adapters need not cover every layer). An empty list disables LoRA on this layer.
+    public func setActiveAdapters(_ names: [String]) throws(LoRAError) {
+        guard !isMerged else { throw .alreadyMerged(layer: name) }
+        activeAdapters = adapters.map(\.name).filter { names.contains($0) }
     }
 
     public func forward(_ x: Tensor) -> Tensor {
         input = x
         let y = base.forward(x)
-        adapterWasActive = adapter != nil && !isMerged
-        guard let adapter, !isMerged else { return y }
-        let n = x.rowCount, inF = inFeatures, outF = outFeatures, r = adapter.rank
-        var xd = x
-        usedDropout = isTraining && adapter.settings.dropout > 0
-        if usedDropout {
-            let p = adapter.settings.dropout, keep = 1 / (1 - p)
-            dropped.resize(x.shape)
-            dropMask.resize(x.shape)
-            for i in 0..<x.count {
-                let m: Float = adapter.dropoutGenerator.nextUniform() < p ? 0 : keep
-                dropMask.data[i] = m
-                dropped.data[i] = x.data[i] * m
-            }
-            xd = dropped
-        }
-        lowRank.resize([n, r])
-        matmul(transposeB: true, m: n, n: r, k: inF, xd.data, lda: inF, adapter.a.value.data, ldb: inF, lowRank.data, ldc: r)
-        matmul(transposeB: true, m: n, n: outF, k: r, alpha: adapter.scale, lowRank.data, lda: r,
-               adapter.b.value.data, ldb: r, beta: 1, y.data, ldc: outF)
+        usedAtForward = isMerged ? [] : activeAdapters.compactMap { adapter(named: $0) }
+        for adapter in usedAtForward { adapter.forward(x, into: y, training: isTraining) }
         return y
     }
 
-    /// Writes (or adds, with `accumulate`) dx; accumulates dA and dB. Backward follows what the
-    /// last forward did: if the adapter was merged then, only the base layer's gradients flow
-    /// (models refuse to train while merged).
+    /// Writes (or adds, with `accumulate`) dx; accumulates dA and dB of the adapters the last
+    /// forward used (none if they were merged then; models refuse to train while merged).
     public func backward(_ dy: Tensor, dx: Tensor?, accumulate: Bool = false) {
         guard let x = input else { preconditionFailure("LoRALinear backward before forward") }
         precondition(dy.rowCount == x.rowCount, "\(name): dy \(dy.shape) does not match the forward input \(x.shape)")
         base.backward(dy, dx: dx, accumulate: accumulate)
-        guard adapterWasActive, let adapter else { return }
-        let n = dy.rowCount, inF = inFeatures, outF = outFeatures, r = adapter.rank, s = adapter.scale
-        let xd = usedDropout ? dropped : x
-        if let dB = adapter.b.grad {
-            matmul(transposeA: true, m: outF, n: r, k: n, alpha: s, dy.data, lda: outF, lowRank.data, ldb: r,
-                   beta: 1, dB.data, ldc: r)
-        }
-        guard adapter.a.isTrainable || dx != nil else { return }
-        lowRankGradient.resize([n, r])
-        matmul(m: n, n: r, k: outF, alpha: s, dy.data, lda: outF, adapter.b.value.data, ldb: r,
-               lowRankGradient.data, ldc: r)
-        if let dA = adapter.a.grad {
-            matmul(transposeA: true, m: r, n: inF, k: n, lowRankGradient.data, lda: r, xd.data, ldb: inF,
-                   beta: 1, dA.data, ldc: inF)
-        }
-        guard let dx else { return }
-        if usedDropout {
-            droppedGradient.resize(x.shape)
-            matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, adapter.a.value.data, ldb: inF,
-                   droppedGradient.data, ldc: inF)
-            for i in 0..<x.count { dx.data[i] += droppedGradient.data[i] * dropMask.data[i] }
-        } else {
-            matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, adapter.a.value.data, ldb: inF,
-                   beta: 1, dx.data, ldc: inF)
-        }
+        for adapter in usedAtForward { adapter.backward(dy, input: x, dx: dx) }
     }
 
-    /// W0 + s·B·A in fp32, as a new tensor; throws if any element is not finite.
+    /// W0 + Σ s·B·A over the active adapters, in fp32, as a new tensor; throws if any element is
+    /// not finite.
     public func mergedWeight() throws(LoRAError) -> Tensor {
-        guard let adapter else { throw .noAdapter(layer: name) }
+        let active = activeAdapters.compactMap { adapter(named: $0) }
+        guard !active.isEmpty else { throw .noAdapter(layer: name) }
         let w = (originalWeight ?? base.weight.value).clone()
-        matmul(m: outFeatures, n: inFeatures, k: adapter.rank, alpha: adapter.scale,
-               adapter.b.value.data, lda: adapter.rank, adapter.a.value.data, ldb: inFeatures,
-               beta: 1, w.data, ldc: inFeatures)
+        for adapter in active { adapter.addDelta(into: w) }
         guard w.isFinite else { throw .nonFiniteMerge(layer: name) }
         return w
     }
 
-    /// Folds the adapter into the weight; the original W0 is kept for `unmerge()`.
+    /// Folds the active adapters into the weight; the original W0 is kept for `unmerge()`.
     public func merge() throws(LoRAError) {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
         let merged = try mergedWeight()
@@ -253,12 +298,13 @@ public final class LoRALinear {
         isMerged = false
     }
 
-    /// Merges for good: the adapter is dropped along with the copy of W0 (deployment).
+    /// Merges the active adapters for good and drops every adapter and the copy of W0 (deployment).
     public func fuse() throws(LoRAError) {
         if !isMerged { try merge() }
         originalWeight = nil
         isMerged = false
-        adapter = nil
-        adapterWasActive = false
+        adapters = []
+        activeAdapters = []
+        usedAtForward = []
     }
 }

@@ -220,6 +220,7 @@ public final class BertLayer {
 /// `BertForSequenceClassification`: embeddings → encoder → tanh pooler on the first token →
 /// linear classifier.   ids: [B, T] → logits: [B, K]
 public final class BertForSequenceClassification: AdaptableModel {
+    public let adapterRegistry = AdapterRegistry()
     public let config: BertConfiguration
     public let embeddings: BertEmbeddings
     public let layers: [BertLayer]
@@ -246,6 +247,11 @@ public final class BertForSequenceClassification: AdaptableModel {
     }
 
     public var linearModules: [LoRALinear] { layers.flatMap(\.linearModules) + [pooler, classifier] }
+
+    /// Every linear module, less the classifier for sequence classification (PEFT's rule).
+    public func allLinearModulePaths(taskType: String?) -> Set<String> {
+        Set(linearModules.map(\.name).filter { !(taskType == "SEQ_CLS" && $0 == "classifier") })
+    }
 
     /// The encoder's last hidden states [B, T, C] (`last_hidden_state`).
     public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {

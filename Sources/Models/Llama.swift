@@ -258,6 +258,7 @@ public final class LlamaDecoderLayer {
 
 /// `LlamaForCausalLM`: embeddings → decoder blocks → RMSNorm → LM head (tied or untied).
 public final class LlamaForCausalLM: AdaptableModel {
+    public let adapterRegistry = AdapterRegistry()
     public let config: LlamaConfiguration
     public let embedTokens: Embedding
     public let layers: [LlamaDecoderLayer]
@@ -291,6 +292,10 @@ public final class LlamaForCausalLM: AdaptableModel {
     public var ignorableWeightNames: Set<String> { config.tieWordEmbeddings ? ["lm_head.weight"] : [] }
 
     public var linearModules: [LoRALinear] { layers.flatMap { $0.selfAttn.linearModules + $0.mlp.linearModules } }
+
+    /// Every linear module of the blocks (the LM head is not a linear module here, as PEFT
+    /// excludes the output layer).
+    public func allLinearModulePaths(taskType: String?) -> Set<String> { Set(linearModules.map(\.name)) }
 
     /// The final hidden states [B, T, C] after the last norm.
     public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {

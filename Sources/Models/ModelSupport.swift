@@ -107,6 +107,10 @@ public protocol AdaptableModel: AnyObject {
     var linearModules: [LoRALinear] { get }
     /// Names that may appear in a checkpoint but are not parameters (ignored when loading).
     var ignorableWeightNames: Set<String> { get }
+    /// The named adapters attached to this model (configs, `modules_to_save` copies, which are active).
+    var adapterRegistry: AdapterRegistry { get }
+    /// Module paths that `target_modules: "all-linear"` stands for, as PEFT resolves it.
+    func allLinearModulePaths(taskType: String?) -> Set<String>
 }
 
 extension AdaptableModel {
@@ -164,30 +168,30 @@ extension AdaptableModel {
         for p in trainableParameters { p.zeroGrad() }
     }
 
-    /// Adds fresh adapters to every linear module whose path ends with one of `targets`
-    /// (`q_proj` matches `model.layers.3.self_attn.q_proj`), as PEFT's suffix matching does,
-    /// and freezes every base parameter (make a head trainable again afterwards if it should
-    /// be). Each target must match at least one module. Returns the adapted paths.
+    /// Adds a fresh adapter named "default" to every linear module whose path ends with one of
+    /// `targets` (`q_proj` matches `model.layers.3.self_attn.q_proj`), as PEFT's suffix matching
+    /// does, and freezes every base parameter (make a head trainable again afterwards if it
+    /// should be). Unlike a PEFT config, each target must match at least one module.
+    /// Returns the adapted paths.
     @discardableResult
-    public func addLoRA(targets: [String], settings: LoRASettings, seed: UInt64) throws(LoRAError) -> [String] {
+    public func addLoRA(targets: [String], settings: LoRASettings, seed: UInt64, named name: String = "default") throws(LoRAError) -> [String] {
         try settings.validate()
         guard !targets.isEmpty else { throw .invalidSettings("no target modules given") }
-        var generator = SplitMix64(seed: seed)
         let modules = linearModules
         for target in targets where !modules.contains(where: { matchesTarget($0.name, target) }) {
             throw .noSuchModule(target)
         }
-        if let taken = modules.first(where: { m in m.adapter != nil && targets.contains { matchesTarget(m.name, $0) } }) {
+        if let taken = modules.first(where: { m in m.adapter(named: name) != nil && targets.contains { matchesTarget(m.name, $0) } }) {
             throw .adapterAlreadyAttached(layer: taken.name)
         }
-        freezeBase()
-        var adapted: [String] = []
-        for m in modules where targets.contains(where: { matchesTarget(m.name, $0) }) {
-            let adapter = try LoRAAdapter(inFeatures: m.inFeatures, outFeatures: m.outFeatures, settings: settings, generator: &generator)
-            try m.attach(adapter)
-            adapted.append(m.name)
+        var config = LoRAConfig(rank: settings.rank, alpha: Double(settings.alpha), dropout: Double(settings.dropout),
+                                targets: .names(targets), useRSLoRA: settings.useRSLoRA, initialization: settings.initialization)
+        config.taskType = nil
+        do {
+            return try addAdapter(named: name, config: config, seed: seed)
+        } catch {
+            throw .invalidSettings(error.description)
         }
-        return adapted
     }
 
     /// Sets training mode (LoRA dropout on) or evaluation mode on every module.
@@ -226,34 +230,4 @@ extension AdaptableModel {
 /// PEFT's rule for a plain target name: the module path equals it or ends with ".<target>".
 func matchesTarget(_ path: String, _ target: String) -> Bool {
     path == target || path.hasSuffix("." + target)
-}
-
-extension AdaptableModel {
-    /// Copies adapter tensors named as in PEFT files into the model: `<prefix><module>.lora_A.weight`
-    /// and `.lora_B.weight` into the attached adapters, and any other tensor `<prefix><parameter>`
-    /// into that base parameter (PEFT's `modules_to_save`, such as a trained classifier).
-    /// Every attached adapter must be covered with the right shapes and every tensor must be
-    /// used; nothing changes unless all checks pass.
-    public func loadAdapterWeights(_ tensors: [String: Tensor], prefix: String = "base_model.model.") throws(ModelError) {
-        try requireUnmerged("loading adapter weights")
-        let adapterParameters = namedAdapterParameters
-        let baseParameters = Dictionary(namedParameters.map { (prefix + $0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
-        var missing: [String] = [], mismatched: [String] = [], unexpected: [String] = []
-        var assignments: [(Parameter, Tensor)] = []
-        var adapterKeys = Set<String>()
-        for (name, p) in adapterParameters {
-            let key = prefix + name
-            adapterKeys.insert(key)
-            guard let t = tensors[key] else { missing.append(key); continue }
-            if t.shape != p.shape { mismatched.append("\(key): file \(t.shape), model \(p.shape)") } else { assignments.append((p, t)) }
-        }
-        for (key, t) in tensors where !adapterKeys.contains(key) {
-            guard let p = baseParameters[key] else { unexpected.append(key); continue }
-            if t.shape != p.shape { mismatched.append("\(key): file \(t.shape), model \(p.shape)") } else { assignments.append((p, t)) }
-        }
-        guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
-            throw .weights(missing: missing.sorted(), unexpected: unexpected.sorted(), mismatched: mismatched.sorted())
-        }
-        for (p, t) in assignments { p.value.copy(from: t) }
-    }
 }

@@ -15,11 +15,10 @@ struct BertReferenceTests {
         try fx.loadBase(BertForSequenceClassification(fx.configuration(BertConfiguration.self)))
     }
 
-    /// LoRA on the targets plus PEFT's trainable copy of the classifier (`modules_to_save`,
-    /// loaded from the adapter file into the classifier).
+    /// LoRA on the targets plus PEFT's trainable copy of the classifier (`modules_to_save`).
     static func adapted(_ fx: ModelFixture) throws -> BertForSequenceClassification {
         let model = try fx.adapt(base(fx))
-        for p in model.classifier.base.parameters { p.setTrainable(true) }
+        #expect(model.classifier.base.parameters.allSatisfy { $0.isTrainable })
         return model
     }
 

@@ -39,10 +39,10 @@ struct ModelFixture {
         return model
     }
 
-    /// Adds the fixture's adapters (PEFT's trained values) to a model holding the base weights.
+    /// Loads the fixture's PEFT adapter directory (as PEFT saved it) into a model holding the
+    /// base weights.
     func adapt<M: AdaptableModel>(_ model: M) throws -> M {
-        try model.addLoRA(targets: targets, settings: settings, seed: 1)
-        try model.loadAdapterWeights(fixture.adapter)
+        try model.loadPEFTAdapter(from: fixture.directory)
         return model
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Formats
 import Kernels
 import Layers
 import LoRA
@@ -20,9 +21,13 @@ struct RobustnessTests {
     @Test func mergedModelsRefuseLoadingAndTraining() throws {
         let model = try Self.adaptedLlama()
         let weights = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.parameter.value.clone()) })
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-merged-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try model.savePEFTAdapter(to: dir)
         try model.mergeAdapters()
         #expect(throws: ModelError.self) { try model.loadWeights(weights) }
-        #expect(throws: ModelError.self) { try model.loadAdapterWeights([:]) }
+        #expect(throws: ModelError.self) { try model.loadPEFTAdapter(from: dir, named: "second") }
+        #expect(throws: ModelError.self) { try model.setActiveAdapters([]) }
         #expect(throws: ModelError.self) {
             _ = try model.loss(ModelBehaviourTests.batch, labels: ModelBehaviourTests.labels, backward: true)
         }
@@ -66,20 +71,35 @@ struct RobustnessTests {
 
     @Test func adapterFilesAreLoadedStrictly() throws {
         let model = try Self.adaptedLlama()
-        var tensors: [String: Tensor] = [:]
-        for (name, p) in model.namedAdapterParameters { tensors["base_model.model." + name] = p.value.clone() }
-        try model.loadAdapterWeights(tensors)
-        var extra = tensors
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-strict-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try model.savePEFTAdapter(to: dir)
+        let file = dir.appendingPathComponent("adapter_model.safetensors")
+        let good = try SafeTensorsFile(url: file).floatTensors()
+        func reload(_ tensors: [String: Tensor]) throws {
+            try SafeTensorsWriter.write(tensors, to: file)
+            let fresh = try Self.adaptedLlama()
+            try fresh.removeAdapter(named: "default")
+            try fresh.loadPEFTAdapter(from: dir)
+        }
+        try reload(good)
+        var extra = good
         extra["base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"] = Tensor(shape: [16])
-        #expect(throws: ModelError.self) { try model.loadAdapterWeights(extra) }
-        var wrongShape = tensors
+        #expect(throws: ModelError.self) { try reload(extra) }
+        var wrongShape = good
         wrongShape["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] = Tensor(shape: [3, 16])
-        #expect(throws: ModelError.self) { try model.loadAdapterWeights(wrongShape) }
-        // A full base tensor (PEFT's modules_to_save) goes into that parameter.
-        var saved = tensors
-        saved["base_model.model.model.norm.weight"] = Tensor(shape: [16], values: [Float](repeating: 2, count: 16))
-        try model.loadAdapterWeights(saved)
-        #expect(model.norm.weight.value.scalars.allSatisfy { $0 == 2 })
+        #expect(throws: ModelError.self) { try reload(wrongShape) }
+        var missing = good
+        missing["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"] = nil
+        #expect(throws: ModelError.self) { try reload(missing) }
+        // A failed load leaves no adapter behind.
+        let model2 = try LlamaForCausalLM(ModelBehaviourTests.tinyLlamaConfig())
+        try SafeTensorsWriter.write(missing, to: file)
+        #expect(throws: ModelError.self) { try model2.loadPEFTAdapter(from: dir) }
+        #expect(model2.adapterRegistry.names.isEmpty && model2.linearModules.allSatisfy { $0.adapters.isEmpty })
+        // No adapter_config.json: an error, never a fresh adapter.
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("adapter_config.json"))
+        #expect(throws: ModelError.self) { try model2.loadPEFTAdapter(from: dir) }
     }
 
     @Test func hostileConfigurationsAndInputsThrow() throws {

@@ -3,7 +3,7 @@ import Foundation
 /// A parsed JSON value. Objects keep their members in file order and compare keys byte for byte:
 /// JSONSerialization and Swift dictionaries merge canonically equivalent keys (`"é"` and
 /// `"e\u{301}"`), which would silently drop vocabulary entries.
-enum JSON: Sendable {
+public enum JSON: Sendable {
     case null
     case bool(Bool)
     case number(Double)
@@ -11,13 +11,13 @@ enum JSON: Sendable {
     case array([JSON])
     case object([(key: String, value: JSON)])
 
-    struct ParseError: Error, CustomStringConvertible {
-        let offset: Int
-        let reason: String
-        var description: String { "\(reason) at byte \(offset)" }
+    public struct ParseError: Error, CustomStringConvertible {
+        public let offset: Int
+        public let reason: String
+        public var description: String { "\(reason) at byte \(offset)" }
     }
 
-    static func parse(_ data: Data) throws(ParseError) -> JSON {
+    public static func parse(_ data: Data) throws(ParseError) -> JSON {
         var parser = Parser(bytes: [UInt8](data))
         parser.skipWhitespace()
         let value = try parser.value(depth: 0)
@@ -26,19 +26,20 @@ enum JSON: Sendable {
         return value
     }
 
-    subscript(key: String) -> JSON? {
+    public subscript(key: String) -> JSON? {
         guard case .object(let members) = self else { return nil }
         let wanted = Array(key.utf8)
         return members.first { $0.key.utf8.elementsEqual(wanted) }?.value
     }
 
-    var object: [(key: String, value: JSON)]? { if case .object(let m) = self { m } else { nil } }
-    var array: [JSON]? { if case .array(let a) = self { a } else { nil } }
-    var string: String? { if case .string(let s) = self { s } else { nil } }
-    var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
-    var isNull: Bool { if case .null = self { true } else { false } }
+    public var object: [(key: String, value: JSON)]? { if case .object(let m) = self { m } else { nil } }
+    public var array: [JSON]? { if case .array(let a) = self { a } else { nil } }
+    public var string: String? { if case .string(let s) = self { s } else { nil } }
+    public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
+    public var number: Double? { if case .number(let d) = self { d } else { nil } }
+    public var isNull: Bool { if case .null = self { true } else { false } }
     /// The number when it is an integer that fits an Int exactly.
-    var int: Int? {
+    public var int: Int? {
         guard case .number(let d) = self, d.rounded() == d, abs(d) < 9.0e15 else { return nil }
         return Int(d)
     }
@@ -198,5 +199,44 @@ enum JSON: Sendable {
             guard let s = String(validating: buffer, as: UTF8.self) else { throw ParseError(offset: open, reason: "invalid UTF-8 in a string") }
             return s
         }
+    }
+}
+
+extension JSON {
+    /// JSON text, objects' members in their stored order, two-space indentation (as Python's
+    /// `json.dumps(indent=2)`); integral numbers print without a fraction.
+    public func serialized(indent: Int = 0) -> String {
+        let pad = String(repeating: " ", count: indent + 2), closing = String(repeating: " ", count: indent)
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let d):
+            if d.rounded() == d && abs(d) < 9.0e15 { return String(Int(d)) }
+            return d.isFinite ? "\(d)" : "null"
+        case .string(let s): return Self.quote(s)
+        case .array(let a):
+            if a.isEmpty { return "[]" }
+            return "[\n" + a.map { pad + $0.serialized(indent: indent + 2) }.joined(separator: ",\n") + "\n" + closing + "]"
+        case .object(let members):
+            if members.isEmpty { return "{}" }
+            return "{\n" + members.map { pad + Self.quote($0.key) + ": " + $0.value.serialized(indent: indent + 2) }
+                .joined(separator: ",\n") + "\n" + closing + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
     }
 }

@@ -1,0 +1,243 @@
+import Foundation
+import Formats
+import Kernels
+import Layers
+import LoRA
+import OrderedJSON
+
+/// The named adapters of one model: their configs, the trained copies of `modules_to_save`
+/// modules (a classification head, say), and which adapters are active.
+public final class AdapterRegistry {
+    public internal(set) var configs: [(name: String, config: LoRAConfig)] = []
+    public internal(set) var active: [String] = []
+    /// Per adapter: parameter name → its trained copy (PEFT's `modules_to_save`).
+    var savedModules: [String: [String: Tensor]] = [:]
+    /// The base values of parameters that a saved module currently replaces.
+    var originals: [String: Tensor] = [:]
+    /// Which adapter's saved modules the parameters hold now.
+    var installed: [String] = []
+
+    public init() {}
+
+    public func config(named name: String) -> LoRAConfig? { configs.first { $0.name == name }?.config }
+    public var names: [String] { configs.map(\.name) }
+}
+
+extension AdaptableModel {
+    // MARK: Adding adapters
+
+    /// Adds a fresh adapter as PEFT's `get_peft_model` / `add_adapter` would for `config`:
+    /// LoRA on every module the config covers (with `rank_pattern` / `alpha_pattern`), a
+    /// trainable copy of each `modules_to_save` module, every other base weight frozen. The
+    /// new adapter becomes the only active one. Returns the adapted module paths.
+    @discardableResult
+    public func addAdapter(named name: String, config: LoRAConfig, seed: UInt64) throws(ModelError) -> [String] {
+        try requireUnmerged("adding an adapter")
+        guard adapterRegistry.config(named: name) == nil else { throw .invalidInput("an adapter named '\(name)' already exists") }
+        let allLinear = allLinearModulePaths(taskType: config.taskType)
+        let covered = linearModules.filter { config.covers($0.name, allLinear: allLinear) }
+        guard !covered.isEmpty else {
+            throw .invalidInput("target_modules \(config.targets) match no module of this model (an adapter for another architecture?)")
+        }
+        let saved = try savedModuleParameters(config.modulesToSave ?? [])
+        var generator = SplitMix64(seed: seed)
+        var adapters: [(LoRALinear, LoRAAdapter)] = []
+        do {
+            for m in covered {
+                let adapter = try LoRAAdapter(inFeatures: m.inFeatures, outFeatures: m.outFeatures,
+                                              settings: config.settings(for: m.name), generator: &generator)
+                adapters.append((m, adapter))
+            }
+            for (m, adapter) in adapters { try m.attach(adapter, named: name, activate: false) }
+        } catch {
+            for (m, _) in adapters { _ = try? m.detach(named: name) }
+            throw .invalidInput("\(error)")
+        }
+        adapterRegistry.configs.append((name, config))
+        adapterRegistry.savedModules[name] = Dictionary(uniqueKeysWithValues: saved.map { ($0.name, $0.parameter.value.clone()) })
+        try setActiveAdapters([name])
+        freezeBase()
+        for (_, p) in saved { p.setTrainable(true) }
+        return covered.map(\.name)
+    }
+
+    /// The parameters of the modules named in `modules_to_save` (matched as PEFT does:
+    /// the module path equals the name or ends with ".name").
+    func savedModuleParameters(_ modules: [String]) throws(ModelError) -> [(name: String, parameter: Parameter)] {
+        guard !modules.isEmpty else { return [] }
+        let parameters = namedParameters.filter { p in
+            modules.contains { m in
+                let module = p.name.split(separator: ".").dropLast().joined(separator: ".")
+                return module == m || module.hasSuffix("." + m)
+            }
+        }
+        // PEFT adds both "classifier" and "score" for SEQ_CLS; it is enough that one exists.
+        if parameters.isEmpty && !Set(modules).isSubset(of: ["classifier", "score"]) {
+            throw .invalidInput("modules_to_save \(modules) match no module of this model")
+        }
+        return parameters
+    }
+
+    // MARK: Switching
+
+    /// Makes exactly these adapters active (none = the base model). Their `modules_to_save`
+    /// copies are installed; the base values come back when no active adapter replaces them.
+    public func setActiveAdapters(_ names: [String]) throws(ModelError) {
+        try requireUnmerged("switching adapters")
+        for name in names where adapterRegistry.config(named: name) == nil {
+            throw .invalidInput("no adapter named '\(name)' (loaded: \(adapterRegistry.names.joined(separator: ", ")))")
+        }
+        syncSavedModules()
+        let byName = Dictionary(namedParameters.map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        for (name, original) in adapterRegistry.originals { byName[name]?.value.copy(from: original) }
+        adapterRegistry.originals = [:]
+        for adapter in names {
+            for (name, tensor) in adapterRegistry.savedModules[adapter] ?? [:] {
+                guard let p = byName[name] else { continue }
+                if adapterRegistry.originals[name] == nil { adapterRegistry.originals[name] = p.value.clone() }
+                p.value.copy(from: tensor)
+            }
+        }
+        adapterRegistry.installed = names
+        for m in linearModules {
+            do { try m.setActiveAdapters(names) } catch { throw .invalidInput("\(error)") }
+        }
+        adapterRegistry.active = names
+    }
+
+    /// Copies the installed saved modules' current values (they may have been trained) back
+    /// into their adapters' copies.
+    func syncSavedModules() {
+        let byName = Dictionary(namedParameters.map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+        for adapter in adapterRegistry.installed {
+            for (name, tensor) in adapterRegistry.savedModules[adapter] ?? [:] {
+                if let p = byName[name] { tensor.copy(from: p.value) }
+            }
+        }
+    }
+
+    /// The LoRA matrices of one adapter, named as PEFT files name them minus `base_model.model.`.
+    public func adapterParameters(named adapter: String) -> [(name: String, parameter: Parameter)] {
+        linearModules.flatMap { m -> [(name: String, parameter: Parameter)] in
+            guard let a = m.adapter(named: adapter) else { return [] }
+            return [("\(m.name).lora_A.weight", a.a), ("\(m.name).lora_B.weight", a.b)]
+        }
+    }
+
+    // MARK: PEFT files
+
+    /// Loads a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) as
+    /// `name` and makes it the active adapter. A missing config is an error — an adapter is
+    /// never silently created fresh. Every tensor must be used and every adapted module
+    /// covered, with the right shapes; on any error the model is left as it was.
+    @discardableResult
+    public func loadPEFTAdapter(from directory: URL, named name: String = "default") throws(ModelError) -> LoRAConfig {
+        let configURL = directory.appendingPathComponent("adapter_config.json")
+        let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
+            throw .invalidFile(path: directory.path, reason: "no adapter_config.json: not a PEFT adapter directory (nothing was loaded)")
+        }
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
+            let legacy = FileManager.default.fileExists(atPath: directory.appendingPathComponent("adapter_model.bin").path)
+            throw .invalidFile(path: directory.path, reason: legacy
+                ? "only adapter_model.bin (a PyTorch pickle) is present; convert it to adapter_model.safetensors with PEFT"
+                : "no adapter_model.safetensors")
+        }
+        let config: LoRAConfig
+        do { config = try LoRAConfig(json: Data(contentsOf: configURL), file: configURL.path) } catch let error as LoRAConfigError {
+            throw .invalidFile(path: configURL.path, reason: error.description)
+        } catch {
+            throw .file(configURL, error)
+        }
+        let tensors: [String: Tensor]
+        do { tensors = try SafeTensorsFile(url: weightsURL).floatTensors() } catch { throw .file(weightsURL, error) }
+        try addAdapter(named: name, config: config, seed: 0)
+        do {
+            try fillAdapter(named: name, from: tensors, file: weightsURL.path)
+        } catch {
+            try? removeAdapter(named: name)
+            throw error
+        }
+        return config
+    }
+
+    /// Copies PEFT-named tensors into adapter `name` (LoRA matrices and saved modules), strictly.
+    func fillAdapter(named name: String, from tensors: [String: Tensor], file: String, prefix: String = "base_model.model.") throws(ModelError) {
+        let lora = adapterParameters(named: name)
+        let saved = adapterRegistry.savedModules[name] ?? [:]
+        var missing: [String] = [], mismatched: [String] = [], unexpected: [String] = []
+        var assignments: [(Tensor, Tensor)] = []
+        var used = Set<String>()
+        for (param, p) in lora {
+            let key = prefix + param
+            used.insert(key)
+            guard let t = tensors[key] else { missing.append(key); continue }
+            if t.shape == p.shape { assignments.append((p.value, t)) } else { mismatched.append("\(key): file \(t.shape), model \(p.shape)") }
+        }
+        for (param, copy) in saved {
+            let key = prefix + param
+            used.insert(key)
+            guard let t = tensors[key] else { missing.append(key); continue }
+            if t.shape == copy.shape { assignments.append((copy, t)) } else { mismatched.append("\(key): file \(t.shape), model \(copy.shape)") }
+        }
+        unexpected = tensors.keys.filter { !used.contains($0) }.sorted()
+        guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
+            throw .invalidFile(path: file, reason: ModelError.weights(missing: missing.sorted(), unexpected: unexpected,
+                                                                      mismatched: mismatched.sorted()).description)
+        }
+        for (destination, source) in assignments { destination.copy(from: source) }
+        // If this adapter's saved modules are installed, the parameters must show the new values
+        // (a sync would copy the old ones back over them).
+        if adapterRegistry.installed.contains(name) {
+            let byName = Dictionary(namedParameters.map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
+            for (param, copy) in saved { byName[param]?.value.copy(from: copy) }
+        }
+    }
+
+    /// Detaches adapter `name` everywhere and forgets it.
+    public func removeAdapter(named name: String) throws(ModelError) {
+        try requireUnmerged("removing an adapter")
+        let remaining = adapterRegistry.active.filter { $0 != name }
+        for m in linearModules { _ = try? m.detach(named: name) }
+        adapterRegistry.configs.removeAll { $0.name == name }
+        adapterRegistry.savedModules[name] = nil
+        adapterRegistry.installed.removeAll { $0 == name }
+        try setActiveAdapters(remaining)
+    }
+
+    /// Writes adapter `name` as PEFT does: `adapter_config.json` and `adapter_model.safetensors`
+    /// (keys `base_model.model.<module>.lora_A.weight`, full `modules_to_save` tensors), each
+    /// written atomically, into `directory` (created if needed).
+    public func savePEFTAdapter(named name: String = "default", to directory: URL) throws(ModelError) {
+        guard let config = adapterRegistry.config(named: name) else { throw .invalidInput("no adapter named '\(name)'") }
+        syncSavedModules()
+        var tensors: [String: Tensor] = [:]
+        for (param, p) in adapterParameters(named: name) { tensors["base_model.model." + param] = p.value }
+        for (param, t) in adapterRegistry.savedModules[name] ?? [:] { tensors["base_model.model." + param] = t }
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try SafeTensorsWriter.write(tensors, to: directory.appendingPathComponent("adapter_model.safetensors"),
+                                        metadata: ["format": "pt"])
+            try atomicWrite(Data(config.jsonText().utf8), to: directory.appendingPathComponent("adapter_config.json"))
+        } catch {
+            throw .file(directory, error)
+        }
+    }
+
+    // MARK: Reports
+
+    /// PEFT's `print_trainable_parameters` line: trainable parameters over all parameters,
+    /// counting every adapter's matrices and the saved module copies as PEFT does.
+    public func trainableParameterReport() -> String {
+        let base = namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+        let lora = linearModules.reduce(0) { total, m in total + m.adapters.reduce(0) { $0 + $1.adapter.a.value.count + $1.adapter.b.value.count } }
+        let copies = adapterRegistry.savedModules.values.reduce(0) { total, modules in total + modules.values.reduce(0) { $0 + $1.count } }
+        let trainable = trainableParameters.reduce(0) { $0 + $1.value.count }
+        let all = base + lora + copies
+        func grouped(_ n: Int) -> String {
+            let digits = Array(String(n))
+            return digits.enumerated().map { i, d in (i > 0 && (digits.count - i) % 3 == 0 ? "," : "") + String(d) }.joined()
+        }
+        return "trainable params: \(grouped(trainable)) || all params: \(grouped(all)) || trainable%: \(String(format: "%.4f", 100 * Double(trainable) / Double(max(all, 1))))"
+    }
+}
