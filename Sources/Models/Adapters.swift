@@ -241,3 +241,89 @@ extension AdaptableModel {
         return "trainable params: \(grouped(trainable)) || all params: \(grouped(all)) || trainable%: \(String(format: "%.4f", 100 * Double(trainable) / Double(max(all, 1))))"
     }
 }
+
+/// How `addWeightedAdapter` combines adapters (PEFT's `add_weighted_adapter`).
+public enum AdapterCombination: String, Sendable, CaseIterable {
+    /// Ranks concatenate: A = [w₁s₁A₁; w₂s₂A₂; …], B = [B₁ B₂ …], scale 1 — exactly Σ wᵢ·ΔWᵢ.
+    case cat
+    /// Same rank: A = Σ ±√|wᵢsᵢ|·Aᵢ, B = Σ √|wᵢsᵢ|·Bᵢ (the sign on A) — PEFT's task arithmetic,
+    /// exact only for one adapter (cross terms otherwise).
+    case linear
+}
+
+extension AdaptableModel {
+    /// Adds adapter `name` combining `adapters` with `weights` as PEFT's `add_weighted_adapter`
+    /// does for `cat` and `linear`: the new config is the first adapter's with r = lora_alpha =
+    /// the new rank and no patterns (so its scale is 1, or √r if that config uses rsLoRA), and
+    /// its `modules_to_save` copies start from the base values, as PEFT's do.
+    public func addWeightedAdapter(_ adapters: [String], weights: [Double], named name: String,
+                                   combination: AdapterCombination) throws(ModelError) {
+        try requireUnmerged("combining adapters")
+        guard !adapters.isEmpty, adapters.count == weights.count else {
+            throw .invalidInput("give one weight per adapter (\(adapters.count) adapters, \(weights.count) weights)")
+        }
+        guard adapterRegistry.config(named: name) == nil else { throw .invalidInput("an adapter named '\(name)' already exists") }
+        var configs: [LoRAConfig] = []
+        for a in adapters {
+            guard let c = adapterRegistry.config(named: a) else { throw .invalidInput("no adapter named '\(a)'") }
+            configs.append(c)
+        }
+        if adapters.filter({ !(adapterRegistry.savedModules[$0] ?? [:]).isEmpty }).count > 1 {
+            throw .invalidInput("cannot combine adapters that both save full modules (modules_to_save)")
+        }
+        let ranks = configs.map { c in max(c.rank, c.rankPattern.map(\.value).max() ?? c.rank) }
+        let method: AdapterCombination = adapters.count == 1 ? .linear : combination
+        let newRank: Int
+        switch method {
+        case .cat: newRank = ranks.reduce(0, +)
+        case .linear:
+            guard Set(ranks).count == 1 else { throw .invalidInput("linear combination needs adapters of the same rank, got \(ranks)") }
+            newRank = ranks[0]
+        }
+        var config = configs[0]
+        config.rank = newRank
+        config.alpha = Double(newRank)
+        config.rankPattern = []
+        config.alphaPattern = []
+        if case .names = config.targets {
+            var union: [String] = []
+            for c in configs { if case .names(let n) = c.targets { for x in n where !union.contains(x) { union.append(x) } } }
+            config.targets = .names(union)
+        }
+        let settings = config.settings(for: "")
+        var built: [(LoRALinear, LoRAAdapter)] = []
+        for m in linearModules {
+            let sources = zip(adapters, weights).compactMap { a, w in m.adapter(named: a).map { ($0, w) } }
+            guard !sources.isEmpty else { continue }
+            let a = Tensor(shape: [newRank, m.inFeatures]), b = Tensor(shape: [m.outFeatures, newRank])
+            switch method {
+            case .cat:
+                var row = 0
+                for (source, w) in sources {
+                    let factor = Float(w) * source.scale, r = source.rank
+                    for i in 0..<(r * m.inFeatures) { a.data[row * m.inFeatures + i] = source.a.value.data[i] * factor }
+                    for o in 0..<m.outFeatures {
+                        for j in 0..<r { b.data[o * newRank + row + j] = source.b.value.data[o * r + j] }
+                    }
+                    row += r
+                }
+            case .linear:
+                for (source, w) in sources {
+                    let ws = Float(w) * source.scale
+                    let wB = abs(ws).squareRoot(), wA = ws >= 0 ? wB : -wB
+                    for i in 0..<a.count { a.data[i] += wA * source.a.value.data[i] }
+                    for i in 0..<b.count { b.data[i] += wB * source.b.value.data[i] }
+                }
+            }
+            do { built.append((m, try LoRAAdapter(settings: settings, a: a, b: b))) } catch { throw .invalidInput("\(error)") }
+        }
+        for (m, adapter) in built {
+            do { try m.attach(adapter, named: name, activate: false) } catch { throw .invalidInput("\(error)") }
+        }
+        adapterRegistry.configs.append((name, config))
+        let saved = try savedModuleParameters(config.modulesToSave ?? [])
+        var copies: [String: Tensor] = [:]
+        for (param, p) in saved { copies[param] = adapterRegistry.originals[param]?.clone() ?? p.value.clone() }
+        adapterRegistry.savedModules[name] = copies
+    }
+}

@@ -9,7 +9,9 @@ public struct Pretrained {
     public let tokenizer: any Tokenizer
     /// nil when the model has no template; `.failure` names why a template is not supported.
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
-    public let report: LoadReport
+    /// The template's source text as the model carries it (written back when exporting).
+    public var chatTemplateSource: String? = nil
+    public var report: LoadReport
     /// Tokens that end generation (the tokenizer's end-of-sequence token).
     public var stopTokens: Set<Int> { Set([tokenizer.eosTokenId].compactMap { $0 }) }
 
@@ -23,7 +25,8 @@ public struct Pretrained {
             let tokenizer: any Tokenizer
             do { tokenizer = try ggufTokenizer(gguf) } catch { throw .file(url, error) }
             let template = gguf.metadata["tokenizer.chat_template"]?.string
-            return Pretrained(model: model, tokenizer: tokenizer, chatTemplate: parseTemplate(template), report: report)
+            return Pretrained(model: model, tokenizer: tokenizer, chatTemplate: parseTemplate(template),
+                              chatTemplateSource: template, report: report)
         }
         let tokenizer: any Tokenizer
         do { tokenizer = try loadTokenizer(huggingFaceDirectory: url) } catch { throw .file(url, error) }
@@ -33,7 +36,8 @@ public struct Pretrained {
            let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             template = json["chat_template"] as? String
         }
-        return Pretrained(model: model, tokenizer: tokenizer, chatTemplate: parseTemplate(template), report: report)
+        return Pretrained(model: model, tokenizer: tokenizer, chatTemplate: parseTemplate(template),
+                          chatTemplateSource: template, report: report)
     }
 
     static func parseTemplate(_ source: String?) -> Result<ChatTemplate, ChatTemplateError> {

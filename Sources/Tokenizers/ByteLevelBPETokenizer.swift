@@ -20,9 +20,11 @@ public struct ByteLevelBPETokenizer: Tokenizer {
     public let prefixIds: [Int]
     public let suffixIds: [Int]
 
-    private let vocabulary: Vocabulary
+    let vocabulary: Vocabulary
     private let added: AddedVocabulary
-    private let model: BPEModel
+    let model: BPEModel
+    /// The post-processor (what `prefixIds`/`suffixIds` come from), kept for the HF export.
+    let template: Template
     /// The bytes each id decodes to, by id.
     private let decodedBytes: [[UInt8]?]
 
@@ -185,6 +187,7 @@ public struct ByteLevelBPETokenizer: Tokenizer {
         }
         self.prefixIds = prefix
         self.suffixIds = suffix
+        self.template = template
         bosTokenId = bos
         eosTokenId = eos
         padTokenId = pad

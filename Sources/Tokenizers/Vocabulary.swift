@@ -34,6 +34,11 @@ struct Vocabulary: Sendable {
     func id(bytes: [UInt8]) -> Int? { idByBytes[bytes] }
     func token(_ id: Int) -> String? { id >= 0 && id < tokenById.count ? tokenById[id] : nil }
     func contains(_ token: String) -> Bool { id(token) != nil }
+    /// Every (token, id), by id then token bytes.
+    var entries: [(token: String, id: Int)] {
+        idByBytes.sorted { $0.value != $1.value ? $0.value < $1.value : $0.key.lexicographicallyPrecedes($1.key) }
+            .map { (String(decoding: $0.key, as: UTF8.self), $0.value) }
+    }
 }
 
 /// A post-processor template (HF `TemplateProcessing`, `BertProcessing`): what surrounds the

@@ -81,13 +81,13 @@ public struct WordPieceTokenizer: Tokenizer {
     public let continuingSubwordPrefix: String
     public let addedTokens: [AddedToken]
 
-    private let vocabulary: Vocabulary
+    let vocabulary: Vocabulary
     private let added: AddedVocabulary
-    private let template: Template
-    private let unknown: Int
+    let template: Template
+    let unknown: Int
     private let prefixBytes: [UInt8]
     /// The WordPiece decoder's prefix and cleanup; nil: tokens joined by spaces (no decoder).
-    private let decoder: (prefix: [UInt8], cleanup: Bool)?
+    let decoder: (prefix: [UInt8], cleanup: Bool)?
 
     /// A Hugging Face `tokenizer.json` with a WordPiece model, a BertNormalizer (or none), the
     /// BertPreTokenizer, and TemplateProcessing/BertProcessing.

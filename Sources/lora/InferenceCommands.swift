@@ -73,6 +73,7 @@ struct Score: ParsableCommand {
         abstract: "Per-token log-probabilities of a text under a causal language model.",
         discussion: "logprobs[i] = log p(ids[i+1] | ids[0...i]); there is one fewer than ids.")
     @OptionGroup var model: ModelOption
+    @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "The text to score.") var text: String
     @Flag(help: "Print one JSON object: {\"ids\": [Int], \"logprobs\": [Double]}.") var json = false
 
@@ -81,6 +82,7 @@ struct Score: ParsableCommand {
     func run() throws {
         let pretrained = try model.load()
         guard case .llama(let llm) = pretrained.model else { throw CommandError("score needs a causal language model (Llama family)") }
+        try adapterOptions.apply(to: llm)
         llm.setTraining(false)
         let ids = pretrained.tokenizer.encode(text, addSpecialTokens: true)
         let logprobs = try llm.tokenLogProbabilities(ids)
@@ -96,6 +98,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text with a causal language model (KV cache; greedy or sampled).")
     @OptionGroup var model: ModelOption
+    @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "The prompt.") var prompt: String
     @Flag(help: "Wrap the prompt as a user turn with the model's chat template.") var chat = false
     @Option(help: "Stop after this many new tokens.") var maxTokens = 128
@@ -117,6 +120,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         let pretrained = try model.load()
         guard case .llama(let llm) = pretrained.model else { throw CommandError("generate needs a causal language model (Llama family)") }
+        try adapterOptions.apply(to: llm)
         llm.setTraining(false)
         var text = prompt
         if chat {
@@ -156,6 +160,7 @@ struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Class logits of texts under a sequence-classification model (BERT + head).")
     @OptionGroup var model: ModelOption
+    @OptionGroup var adapterOptions: AdapterOptions
     @Option(help: "A text to classify (repeat for several).") var text: [String]
     @Flag(help: "Print one JSON object: {\"logits\": [[Double]]}.") var json = false
 
@@ -166,6 +171,7 @@ struct Classify: ParsableCommand {
     func run() throws {
         let pretrained = try model.load()
         guard case .bert(let bert) = pretrained.model else { throw CommandError("classify needs a BERT-family model") }
+        try adapterOptions.apply(to: bert)
         bert.setTraining(false)
         let batch = try paddedBatch(text, tokenizer: pretrained.tokenizer, padId: pretrained.tokenizer.padTokenId ?? 0)
         let logits = try bert.logits(batch)

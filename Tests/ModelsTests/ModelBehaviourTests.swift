@@ -28,6 +28,11 @@ struct ModelBehaviourTests {
                                   attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
     static let labels = [3, 7, 1, 9, 2, -100, 5, 8, -100, -100]
 
+    /// A fixed 2×6 batch of token ids below `vocabulary`.
+    static func tokensForVocabulary(_ vocabulary: Int) -> TokenBatch {
+        TokenBatch(batch: 2, length: 6, inputIds: (0..<12).map { ($0 * 37 + 11) % vocabulary })
+    }
+
     @Test func frozenWeightsHaveNoGradientOrOptimizerState() throws {
         let model = try LlamaForCausalLM(Self.tinyLlamaConfig())
         #expect(model.namedParameters.allSatisfy { $0.parameter.grad == nil })

@@ -1,0 +1,76 @@
+import Foundation
+import Formats
+import Kernels
+import OrderedJSON
+import Tokenizers
+
+/// Writing a (merged) model as a Hugging Face directory that transformers loads.
+public enum HuggingFaceExport {
+    public enum StorageType: String, Sendable, CaseIterable {
+        case f32, f16, bf16
+        var safetensors: SafeTensorsWriter.StorageType { switch self { case .f32: .f32; case .f16: .f16; case .bf16: .bf16 } }
+        var torchName: String { switch self { case .f32: "float32"; case .f16: "float16"; case .bf16: "bfloat16" } }
+    }
+
+    /// `config.json` for the model, with the keys transformers needs to rebuild it.
+    public static func configJSON(_ model: PretrainedModel, tokenizer: (any Tokenizer)?, storage: StorageType) throws -> Data {
+        let encoded: Data
+        var extra: [(key: String, value: JSON)]
+        switch model {
+        case .llama(let m):
+            encoded = try JSONEncoder().encode(m.config)
+            extra = [("model_type", .string("llama")), ("architectures", .array([.string("LlamaForCausalLM")]))]
+            if let bos = tokenizer?.bosTokenId { extra.append(("bos_token_id", .number(Double(bos)))) }
+            if let eos = tokenizer?.eosTokenId { extra.append(("eos_token_id", .number(Double(eos)))) }
+            if let pad = tokenizer?.padTokenId { extra.append(("pad_token_id", .number(Double(pad)))) }
+        case .bert(let m):
+            encoded = try JSONEncoder().encode(m.config)
+            let labels = m.config.id2label.sorted { $0.key < $1.key }
+            extra = [("model_type", .string("bert")), ("architectures", .array([.string("BertForSequenceClassification")])),
+                     ("label2id", .object(labels.map { ($0.value, .number(Double($0.key))) })),
+                     ("hidden_dropout_prob", .number(0.1)), ("attention_probs_dropout_prob", .number(0.1)),
+                     ("position_embedding_type", .string("absolute"))]
+            if let pad = tokenizer?.padTokenId { extra.append(("pad_token_id", .number(Double(pad)))) }
+        }
+        extra.append(("torch_dtype", .string(storage.torchName)))
+        let base = try JSON.parse(encoded).object ?? []
+        let members = (base + extra).sorted { $0.key < $1.key }
+        return Data((JSON.object(members).serialized() + "\n").utf8)
+    }
+
+    /// Writes `config.json`, `model.safetensors` (every parameter in `storage`) and the given
+    /// tokenizer files into `directory` (created if needed), each file atomically.
+    public static func write(_ model: PretrainedModel, tokenizerFiles: [String: Data], tokenizer: (any Tokenizer)?,
+                             storage: StorageType, to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var tensors: [String: Tensor] = [:]
+        for (name, p) in model.adaptable.namedParameters { tensors[name] = p.value }
+        try SafeTensorsWriter.write(tensors, to: directory.appendingPathComponent("model.safetensors"),
+                                    as: storage.safetensors, metadata: ["format": "pt"])
+        try atomicWrite(configJSON(model, tokenizer: tokenizer, storage: storage), to: directory.appendingPathComponent("config.json"))
+        for (file, data) in tokenizerFiles { try atomicWrite(data, to: directory.appendingPathComponent(file)) }
+    }
+
+    /// The tokenizer files of a loaded model: copied from a Hugging Face directory, or written
+    /// from the GGUF metadata's tokenizer.
+    public static func tokenizerFiles(for pretrained: Pretrained) throws -> [String: Data] {
+        let source = URL(fileURLWithPath: pretrained.report.source)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            var files: [String: Data] = [:]
+            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+                if let data = try? Data(contentsOf: source.appendingPathComponent(name)) { files[name] = data }
+            }
+            return files
+        }
+        let contextLength: Int = switch pretrained.model {
+        case .llama(let m): m.config.maxPositionEmbeddings
+        case .bert(let m): m.config.maxPositionEmbeddings
+        }
+        if let bpe = pretrained.tokenizer as? ByteLevelBPETokenizer {
+            return try bpe.huggingFaceFiles(chatTemplate: pretrained.chatTemplateSource, modelMaxLength: contextLength)
+        }
+        if let wordPiece = pretrained.tokenizer as? WordPieceTokenizer { return try wordPiece.huggingFaceFiles(modelMaxLength: contextLength) }
+        return [:]
+    }
+}

@@ -1,0 +1,157 @@
+import ArgumentParser
+import Foundation
+import Formats
+import LoRA
+import ModelStore
+import Models
+
+struct AdapterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "adapter", abstract: "Look at LoRA adapter directories.", subcommands: [Inspect.self])
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a PEFT adapter's configuration, ranks, targets, parameter count and size.")
+        @Argument(help: "A PEFT adapter directory (adapter_config.json + adapter_model.safetensors).") var directory: String
+        @Flag(help: "Print one JSON object.") var json = false
+
+        struct Report: Encodable {
+            let directory: String
+            let rank: Int
+            let alpha: Double
+            let scaling: Double
+            let useRSLoRA: Bool
+            let targets: String
+            let rankPattern: [String: Int]
+            let alphaPattern: [String: Double]
+            let modulesToSave: [String]
+            let taskType: String?
+            let baseModel: String?
+            let adaptedModules: Int
+            let ranks: [Int]
+            let trainableParameters: Int
+            let tensorTypes: [String: Int]
+            let fileBytes: Int
+        }
+
+        func run() throws {
+            let dir = URL(fileURLWithPath: directory)
+            let configURL = dir.appendingPathComponent("adapter_config.json")
+            let weightsURL = dir.appendingPathComponent("adapter_model.safetensors")
+            guard FileManager.default.fileExists(atPath: configURL.path) else {
+                throw CommandError("\(directory): no adapter_config.json (not a PEFT adapter directory)")
+            }
+            let config = try LoRAConfig(json: Data(contentsOf: configURL), file: configURL.path)
+            let file = try SafeTensorsFile(url: weightsURL)
+            let loraA = file.names.filter { $0.hasSuffix(".lora_A.weight") }
+            let ranks = Set(loraA.compactMap { file.entries[$0]?.shape.first }).sorted()
+            let parameters = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            var types: [String: Int] = [:]
+            for e in file.entries.values { types[e.dtype.rawValue, default: 0] += 1 }
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: weightsURL.path)[.size] as? Int) ?? 0
+            let targets: String = switch config.targets {
+            case .names(let n): n.joined(separator: ", ")
+            case .regex(let r): "regex \(r)"
+            case .allLinear: "all-linear"
+            }
+            let report = Report(
+                directory: directory, rank: config.rank, alpha: config.alpha,
+                scaling: Double(config.settings(for: "").scale), useRSLoRA: config.useRSLoRA, targets: targets,
+                rankPattern: Dictionary(config.rankPattern.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
+                alphaPattern: Dictionary(config.alphaPattern.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
+                modulesToSave: config.modulesToSave ?? [], taskType: config.taskType, baseModel: config.baseModelNameOrPath,
+                adaptedModules: loraA.count, ranks: ranks, trainableParameters: parameters, tensorTypes: types, fileBytes: bytes)
+            if json { return try printJSON(report) }
+            print("adapter:         \(directory)")
+            print("rank:            r=\(config.rank), lora_alpha=\(config.alpha), scaling \(report.scaling)\(config.useRSLoRA ? " (rsLoRA: α/√r)" : " (α/r)")")
+            if !config.rankPattern.isEmpty || !config.alphaPattern.isEmpty {
+                print("patterns:        rank \(config.rankPattern.map { "\($0.key)=\($0.value)" }), alpha \(config.alphaPattern.map { "\($0.key)=\($0.value)" })")
+            }
+            print("targets:         \(targets)")
+            if let save = config.modulesToSave { print("modules_to_save: \(save.joined(separator: ", "))") }
+            print("adapted modules: \(loraA.count) (ranks \(ranks.map(String.init).joined(separator: ", ")))")
+            print("parameters:      \(parameters.formatted()) (\(types.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")))")
+            print("file size:       \(bytes.formatted()) bytes")
+            if let task = config.taskType { print("task type:       \(task)") }
+            if let base = config.baseModelNameOrPath { print("base model:      \(base)") }
+        }
+    }
+}
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Merge adapters into a model and write it as a Hugging Face directory.",
+        discussion: """
+        The result (config.json, model.safetensors, tokenizer files) loads in transformers and runs \
+        in swift-lora at exactly the base model's cost. A GGUF base is dequantised; the merged \
+        weights are written in --dtype (F32 by default) and never re-quantised.
+        """)
+    @OptionGroup var model: ModelOption
+    @Option(name: .customLong("adapter"), help: ArgumentHelp("A PEFT adapter directory, optionally DIR:WEIGHT; repeat to combine.", valueName: "dir[:weight]"))
+    var adapters: [String]
+    @Option(help: "The output directory.") var output: String
+    @Option(help: "Storage type of the merged weights: f32, f16 or bf16.") var dtype: String = "f32"
+
+    func validate() throws {
+        guard !adapters.isEmpty else { throw ValidationError("give at least one --adapter") }
+        guard HuggingFaceExport.StorageType(rawValue: dtype) != nil else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+    }
+
+    func run() throws {
+        let pretrained = try model.load()
+        let adaptable = pretrained.model.adaptable
+        try AdapterOptions.apply(adapters, merge: false, to: adaptable)
+        for m in adaptable.linearModules where !m.activeAdapters.isEmpty {
+            do { try m.fuse() } catch { throw CommandError(error.description) }
+        }
+        let storage = HuggingFaceExport.StorageType(rawValue: dtype) ?? .f32
+        let files = try HuggingFaceExport.tokenizerFiles(for: pretrained)
+        let destination = URL(fileURLWithPath: output)
+        try HuggingFaceExport.write(pretrained.model, tokenizerFiles: files, tokenizer: pretrained.tokenizer, storage: storage, to: destination)
+        let source = pretrained.report.storedTypes.values.sorted().first.map { _ in Set(pretrained.report.storedTypes.values).sorted().joined(separator: "/") } ?? "?"
+        note("wrote \(destination.path): config.json, model.safetensors (\(storage.rawValue.uppercased()); source tensors \(source), merged in fp32, not re-quantised), \(files.keys.sorted().joined(separator: ", "))")
+    }
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a LoRA adapter between PEFT and mlx-lm layouts, preserving ΔW exactly.",
+        discussion: """
+        The input's layout is detected (adapter_model.safetensors = PEFT, adapters.safetensors = mlx-lm). \
+        PEFT → mlx-lm pads smaller ranks with zeros and folds per-module scales into B; mlx-lm applies \
+        adapters to the last num_layers blocks, so the base model's layer count is needed (--model or \
+        --num-layers).
+        """)
+    @Option(help: "The adapter directory to convert.") var input: String
+    @Option(help: "Where to write the converted adapter.") var output: String
+    @Option(help: "Target layout: mlx or peft.") var to: String
+    @Option(help: "The base model (for its number of layers, PEFT → mlx-lm).") var model: String?
+    @Option(help: "The base model's number of layers, instead of --model.") var numLayers: Int?
+
+    func validate() throws {
+        guard ["mlx", "peft"].contains(to) else { throw ValidationError("--to must be mlx or peft") }
+    }
+
+    func run() throws {
+        let source = URL(fileURLWithPath: input), destination = URL(fileURLWithPath: output)
+        let isPEFT = FileManager.default.fileExists(atPath: source.appendingPathComponent("adapter_model.safetensors").path)
+        let isMLX = FileManager.default.fileExists(atPath: source.appendingPathComponent("adapters.safetensors").path)
+        switch (to, isPEFT, isMLX) {
+        case ("mlx", true, _):
+            var layers = numLayers
+            if layers == nil, let model {
+                let location = try ModelStore().resolve(model) { note($0) }
+                let (loaded, _) = try ModelLoader.load(location.url)
+                guard case .llama(let llm) = loaded else { throw CommandError("mlx-lm adapters are for Llama-family models") }
+                layers = llm.config.numHiddenLayers
+            }
+            guard let layers else { throw CommandError("give --model or --num-layers (mlx-lm counts adapted layers from the end)") }
+            try MLXAdapterConversion.peftToMLX(source, numHiddenLayers: layers, output: destination)
+        case ("peft", _, true):
+            try MLXAdapterConversion.mlxToPEFT(source, output: destination)
+        default:
+            throw CommandError("\(input) is not a \(to == "mlx" ? "PEFT" : "mlx-lm") adapter directory")
+        }
+        note("wrote \(destination.path)")
+    }
+}
