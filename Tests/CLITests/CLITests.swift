@@ -22,7 +22,9 @@ struct CLITests {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("lora")
     }
 
-    static func lora(_ arguments: String...) throws -> Run {
+    static func lora(_ arguments: String...) throws -> Run { try lora(arguments) }
+
+    static func lora(_ arguments: [String]) throws -> Run {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -47,7 +49,7 @@ struct CLITests {
         let version = try Self.lora("--version")
         #expect(version.status == 0 && version.stdout.hasPrefix("swift-lora "))
         let help = try Self.lora("--help")
-        for command in ["models", "inspect", "tokenize", "score", "generate", "classify", "embed"] {
+        for command in ["models", "adapter", "merge", "convert", "inspect", "tokenize", "score", "generate", "classify", "embed"] {
             #expect(help.stdout.contains(command), "--help does not list \(command)")
         }
     }
@@ -95,6 +97,55 @@ struct CLITests {
         let tokenize = try Self.lora("tokenize", "--model", "all-minilm-l6-v2", "--text", "Hello, world!", "--json")
         let ids = try #require(try tokenize.json()["ids"] as? [Int])
         #expect(ids.first == 101 && ids.last == 102)
+    }
+
+    struct AdapterExpected: Decodable {
+        struct Input: Decodable { let ids: [Int] }
+        let inputs: [Input]
+        let adapted: [[Double]]
+        let merged: [[Double]]
+    }
+
+    @Test func adaptersScoreMergeAndInspect() throws {
+        _ = try realModel(.smolLM2)
+        let adapter = fixturesDirectory.appendingPathComponent("adapters/smollm2-qkvod")
+        let expected = try JSONDecoder().decode(AdapterExpected.self, from: Data(contentsOf: adapter.appendingPathComponent("expected.json")))
+        let inspect = try Self.lora("adapter", "inspect", adapter.path, "--json")
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let report = try inspect.json()
+        #expect(report["rank"] as? Int == 4 && report["adaptedModules"] as? Int == 150)
+        // The same text the fixture scored, with the adapter, unmerged and merged.
+        let tokenizer = try Self.lora("tokenize", "--model", "smollm2-135m-instruct", "--text", "The capital of France is Paris, and the capital of Italy is Rome.", "--json")
+        let ids = try #require(try tokenizer.json()["ids"] as? [Int])
+        guard let index = expected.inputs.firstIndex(where: { $0.ids == ids }) else {
+            Issue.record("the fixture has no input with the ids of the scored text")
+            return
+        }
+        for merge in [false, true] {
+            var arguments = ["score", "--model", "smollm2-135m-instruct", "--adapter", adapter.path, "--text", "The capital of France is Paris, and the capital of Italy is Rome.", "--json"]
+            if merge { arguments.append("--merge") }
+            let run = try Self.lora(arguments)
+            #expect(run.status == 0, "\(run.stderr)")
+            let logprobs = try #require(try run.json()["logprobs"] as? [Double])
+            let reference = merge ? expected.merged[index] : expected.adapted[index]
+            let e = zip(logprobs, reference).map { abs($0 - $1) }.max() ?? .infinity
+            print("lora score --adapter\(merge ? " --merge" : ""): max |Δ log p| vs PEFT \(e)")
+            #expect(e <= 1e-3)
+        }
+        // lora merge writes a Hugging Face directory that lora runs like any base model.
+        let out = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-cli-merged-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let merged = try Self.lora("merge", "--model", "smollm2-135m-instruct", "--adapter", adapter.path, "--output", out.path)
+        #expect(merged.status == 0, "\(merged.stderr)")
+        #expect(merged.stderr.contains("not re-quantised"))
+        let rescored = try Self.lora("score", "--model", out.path, "--text", "The capital of France is Paris, and the capital of Italy is Rome.", "--json")
+        #expect(try rescored.json()["ids"] as? [Int] == ids)
+        let logprobs = try #require(try rescored.json()["logprobs"] as? [Double])
+        let e = zip(logprobs, expected.merged[index]).map { abs($0 - $1) }.max() ?? .infinity
+        print("merged directory scored by lora: max |Δ log p| vs PEFT merge_and_unload \(e)")
+        #expect(e <= 1e-3)
+        let noConfig = try Self.lora("score", "--model", "smollm2-135m-instruct", "--adapter", "/nonexistent/adapter", "--text", "x")
+        #expect(noConfig.status != 0 && noConfig.stderr.contains("adapter_config.json"))
     }
 
     @Test func failuresExitNonZeroWithAMessage() throws {

@@ -276,3 +276,22 @@ struct WrittenAdapterTests {
         if ProcessInfo.processInfo.environment["LORA_EXPORT_ADAPTERS_DIR"] == nil { try? FileManager.default.removeItem(at: root) }
     }
 }
+
+@Suite("Merged models written to disk")
+struct MergedExportTests {
+    @Test(arguments: ["tiny-llama-patterns", "tiny-bert-cls"])
+    func mergedDirectoryReloadsWithPEFTsMergedOutputs(name: String) throws {
+        let expected = try PEFTAdapterTests.expected(name)
+        let model = try PEFTAdapterTests.baseModel(expected.base)
+        try model.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent(name))
+        for m in model.adaptable.linearModules where !m.activeAdapters.isEmpty { try m.fuse() }
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-merged-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try HuggingFaceExport.write(model, tokenizerFiles: [:], tokenizer: nil, storage: .f32, to: dir)
+        let (reloaded, _) = try ModelLoader.loadHuggingFace(directory: dir)
+        #expect(reloaded.adaptable.linearModules.allSatisfy { $0.adapters.isEmpty })
+        let e = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(reloaded, expected), expected.merged, kind: expected.kind)
+        print("[\(name)] merged, written, reloaded: outputs vs PEFT merge_and_unload \(e)")
+        #expect(e <= (expected.kind == "causal-lm" ? 1e-3 : 1e-4))
+    }
+}
