@@ -295,3 +295,48 @@ struct MergedExportTests {
         #expect(e <= (expected.kind == "causal-lm" ? 1e-3 : 1e-4))
     }
 }
+
+@Suite("Several adapters on one base")
+struct AdapterSwitchingTests {
+    @Test func switchingBetweenNamedAdaptersAndDisabling() throws {
+        let dir = PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-combine")
+        let model = try PEFTAdapterTests.baseModel("tiny-llama")
+        for name in ["a", "b", "c"] { try model.adaptable.loadPEFTAdapter(from: dir.appendingPathComponent(name), named: name) }
+        #expect(model.adaptable.adapterRegistry.names == ["a", "b", "c"])
+        var worst = 0.0
+        for name in ["b", "a", "c", "a"] {
+            try model.adaptable.setActiveAdapters([name])
+            let expected = try PEFTAdapterTests.expected("tiny-llama-combine/\(name)")
+            worst = max(worst, PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(model, expected), expected.adapted, kind: expected.kind))
+        }
+        try model.adaptable.setActiveAdapters([])
+        let base = try PEFTAdapterTests.expected("tiny-llama-combine/a")
+        let eBase = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(model, base), base.base_outputs, kind: base.kind)
+        print("switching a/b/c: max difference vs PEFT \(worst); all disabled vs base \(eBase)")
+        #expect(worst <= 1e-4 && eBase <= 1e-4)
+        #expect(throws: ModelError.self) { try model.adaptable.setActiveAdapters(["nope"]) }
+        #expect(throws: ModelError.self) { try model.adaptable.loadPEFTAdapter(from: dir.appendingPathComponent("a"), named: "a") }
+    }
+
+    @Test func adaptersForAnotherModelAreRefused() throws {
+        // A Llama adapter on BERT, a BERT adapter on Llama: nothing matches — an error, no change.
+        let bert = try PEFTAdapterTests.baseModel("tiny-bert")
+        #expect(throws: ModelError.self) {
+            try bert.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-patterns"))
+        }
+        #expect(bert.adaptable.adapterRegistry.names.isEmpty && bert.adaptable.linearModules.allSatisfy { $0.adapters.isEmpty })
+        let llama = try PEFTAdapterTests.baseModel("tiny-llama")
+        #expect(throws: ModelError.self) {
+            try llama.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-bert-cls"))
+        }
+        // An adapter for a model of the same family but other sizes: shapes do not fit.
+        let other = try LlamaForCausalLM(ModelBehaviourTests.tinyLlamaConfig())
+        do {
+            try other.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-patterns"))
+            Issue.record("an adapter of another size was accepted")
+        } catch {
+            #expect("\(error)".contains("adapter_model.safetensors"), "\(error)")
+        }
+        #expect(other.adapterRegistry.names.isEmpty)
+    }
+}
