@@ -148,6 +148,21 @@ struct CLITests {
         #expect(noConfig.status != 0 && noConfig.stderr.contains("adapter_config.json"))
     }
 
+    @Test func convertBetweenPEFTAndMLX() throws {
+        let adapter = fixturesDirectory.appendingPathComponent("adapters/tiny-llama-patterns")
+        let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-cli-convert-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let toMLX = try Self.lora("convert", "--input", adapter.path, "--output", tmp.appendingPathComponent("mlx").path, "--to", "mlx", "--num-layers", "2")
+        #expect(toMLX.status == 0, "\(toMLX.stderr)")
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: tmp.appendingPathComponent("mlx/adapter_config.json"))) as? [String: Any]
+        #expect((config?["lora_parameters"] as? [String: Any])?["rank"] as? Int == 6 && config?["num_layers"] as? Int == 2)
+        let back = try Self.lora("convert", "--input", tmp.appendingPathComponent("mlx").path, "--output", tmp.appendingPathComponent("peft").path, "--to", "peft")
+        #expect(back.status == 0, "\(back.stderr)")
+        #expect(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("peft/adapter_model.safetensors").path))
+        let missing = try Self.lora("convert", "--input", adapter.path, "--output", tmp.appendingPathComponent("x").path, "--to", "mlx")
+        #expect(missing.status != 0 && missing.stderr.contains("--num-layers"))
+    }
+
     @Test func failuresExitNonZeroWithAMessage() throws {
         let missing = try Self.lora("inspect", "--model", "/nonexistent/model.gguf")
         #expect(missing.status != 0 && missing.stdout.isEmpty && missing.stderr.contains("nonexistent"))
