@@ -155,6 +155,9 @@ public struct LoRAConfig: Sendable {
             }
             var seen = Set<String>()
             modulesToSave = list.filter { seen.insert($0).inserted }
+            for name in modulesToSave ?? [] where Self.moduleToSaveRegex(name) == nil {
+                throw .invalid(file: file, key: "modules_to_save", reason: "'\(name)' is not a valid module name pattern")
+            }
         }
         taskType = value("task_type")?.string
         baseModelNameOrPath = value("base_model_name_or_path")?.string
@@ -183,7 +186,9 @@ public struct LoRAConfig: Sendable {
     /// for sequence classification, the head).
     public func covers(_ path: String, allLinear: Set<String>) -> Bool {
         if let exclude = excludeModules, Self.matches(exclude, path, allLinear: allLinear) { return false }
-        if let save = modulesToSave, save.contains(where: { path.wholeMatch(of: Self.moduleToSaveRegex($0)) != nil }) { return false }
+        if let save = modulesToSave, save.contains(where: { name in Self.moduleToSaveRegex(name).map { path.wholeMatch(of: $0) != nil } ?? false }) {
+            return false
+        }
         switch targets {
         case .regex(let pattern):
             return (try? Regex(pattern)).map { path.wholeMatch(of: $0) != nil } ?? false
@@ -206,17 +211,19 @@ public struct LoRAConfig: Sendable {
         }
     }
 
-    static func moduleToSaveRegex(_ name: String) -> Regex<AnyRegexOutput> {
-        // PEFT: re.match(rf"(^|.*\.){m}($|\..*)", key); the name is used as a pattern.
-        (try? Regex("(^|.*\\.)\(name)($|\\..*)")) ?? (try! Regex("(?!)"))
+    /// PEFT's `re.match(rf"(^|.*\.){m}($|\..*)", key)`: the name is used as a pattern (names are
+    /// checked to compile when the config is read).
+    static func moduleToSaveRegex(_ name: String) -> Regex<AnyRegexOutput>? {
+        try? Regex("(^|.*\\.)\(name)($|\\..*)")
     }
 
     /// The first numbered path segment after a named one (`model.layers.3.…` → 3), or after one
     /// of `layersPattern`, as PEFT finds the layer index.
     func layerIndex(of path: String) -> Int? {
-        let patterns = (layersPattern ?? []).isEmpty ? ["[^.]*"] : layersPattern!.map { $0 }
+        let named = layersPattern ?? []
+        let patterns = named.isEmpty ? ["[^.]*"] : named
         for p in patterns {
-            let prefix = (layersPattern ?? []).isEmpty ? ".*?\\." : "(?:^|.*?\\.)"
+            let prefix = named.isEmpty ? ".*?\\." : "(?:^|.*?\\.)"
             guard let regex = try? Regex("\(prefix)\(p)\\.(\\d+)\\.") else { continue }
             if let match = path.prefixMatch(of: regex), let digits = match.output[1].substring, let i = Int(digits) { return i }
         }
