@@ -30,10 +30,10 @@ let package = Package(
         .target(name: "Tokenizers", dependencies: ["OrderedJSON"]),
         .target(name: "ModelStore"),
         .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers"]),
-        .target(name: "Training", dependencies: ["Kernels", "Layers"]),
+        .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models"]),
         .executableTarget(
             name: "lora",
-            dependencies: ["Models", "Tokenizers", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "LoRABench",
@@ -49,5 +49,6 @@ let package = Package(
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tokenizers", "ModelStore", "TestSupport"]),
     ]
 )

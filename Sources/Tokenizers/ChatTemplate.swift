@@ -67,6 +67,26 @@ public enum ChatTemplate: Sendable, Equatable {
         }
     }
 
+    /// The rendered conversation as consecutive pieces, each marked trainable when it is what an
+    /// assistant turn says (its content and the `<|im_end|>` that ends it) — the text a chat model
+    /// is fine-tuned to produce. Concatenated, the pieces equal `render(messages, false)`.
+    public func segments(_ messages: [ChatMessage]) -> [(text: String, trainable: Bool)] {
+        switch self {
+        case .chatML(let defaultSystemPrompt):
+            var out: [(text: String, trainable: Bool)] = []
+            if let prompt = defaultSystemPrompt, let first = messages.first, first.role != "system" {
+                out.append(("<|im_start|>system\n\(prompt)<|im_end|>\n", false))
+            }
+            for m in messages {
+                let isAssistant = m.role == "assistant"
+                out.append(("<|im_start|>\(m.role)\n", false))
+                out.append((m.content + "<|im_end|>", isAssistant))
+                out.append(("\n", false))
+            }
+            return out
+        }
+    }
+
     /// Tags with whitespace removed outside string literals and literals re-quoted with their
     /// escapes decoded, so that equivalent sources compare equal.
     static func canonicalise(_ source: String) throws(ChatTemplateError) -> String {
