@@ -49,6 +49,6 @@ let package = Package(
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Tokenizers", "ModelStore", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Layers", "Tokenizers", "ModelStore", "TestSupport"]),
     ]
 )

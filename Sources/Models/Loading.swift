@@ -42,18 +42,20 @@ extension ModelError {
 
 public enum ModelLoader {
     /// A Hugging Face directory (`config.json` + safetensors) or a `.gguf` file.
-    public static func load(_ url: URL, seed: UInt64 = 0) throws(ModelError) -> (PretrainedModel, LoadReport) {
+    /// `labels`, for a BERT classifier, sets the classes (a head of another size is freshly
+    /// initialised).
+    public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> (PretrainedModel, LoadReport) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw .invalidFile(path: url.path, reason: "no such file or directory")
         }
-        if isDirectory.boolValue { return try loadHuggingFace(directory: url, seed: seed) }
+        if isDirectory.boolValue { return try loadHuggingFace(directory: url, seed: seed, labels: labels) }
         return try loadGGUF(url)
     }
 
     // MARK: Hugging Face directories
 
-    public static func loadHuggingFace(directory: URL, seed: UInt64 = 0) throws(ModelError) -> (PretrainedModel, LoadReport) {
+    public static func loadHuggingFace(directory: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> (PretrainedModel, LoadReport) {
         let configURL = directory.appendingPathComponent("config.json")
         let configData: Data
         do { configData = try Data(contentsOf: configURL) } catch { throw .file(configURL, error) }
@@ -88,7 +90,13 @@ public enum ModelLoader {
             try model.loadWeights(weights)
             return (.llama(model), report)
         case "bert":
-            let config = try decode(BertConfiguration.self, configData, configURL)
+            var config = try decode(BertConfiguration.self, configData, configURL)
+            if let labels {
+                guard labels.count >= 2 else { throw .invalidInput("a classifier needs at least 2 labels, got \(labels)") }
+                let sameSize = labels.count == config.numLabels
+                config.id2label = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.offset, $0.element) })
+                if !sameSize { weights["classifier.weight"] = nil; weights["classifier.bias"] = nil }
+            }
             let model = try BertForSequenceClassification(config)
             // A plain `BertModel` checkpoint has no `bert.` prefix and no classifier.
             if weights.keys.contains(where: { $0.hasPrefix("embeddings.") }) {

@@ -17,8 +17,8 @@ public struct Pretrained {
 
     /// Loads a `.gguf` file (tokenizer and template from its metadata) or a Hugging Face
     /// directory (`tokenizer.json` or `vocab.txt`, template from `tokenizer_config.json`).
-    public static func load(_ url: URL, seed: UInt64 = 0) throws(ModelError) -> Pretrained {
-        let (model, report) = try ModelLoader.load(url, seed: seed)
+    public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> Pretrained {
+        let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)
         if url.pathExtension.lowercased() == "gguf" {
             let gguf: GGUFFile
             do { gguf = try GGUFFile(url: url) } catch { throw .file(url, error) }

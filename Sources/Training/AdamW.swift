@@ -54,6 +54,21 @@ public final class AdamW {
         }
     }
 
+    /// The first and second moments of every parameter (for checkpoints).
+    public var moments: [(first: Tensor, second: Tensor)] { Array(zip(firstMoments, secondMoments)) }
+
+    /// Restores the step count and moments saved from an optimizer over the same parameters.
+    public func restore(step: Int, moments: [(first: Tensor, second: Tensor)]) -> Bool {
+        guard moments.count == parameters.count,
+              zip(moments, parameters).allSatisfy({ $0.0.first.shape == $0.1.shape && $0.0.second.shape == $0.1.shape }) else { return false }
+        self.step = step
+        for (i, m) in moments.enumerated() {
+            firstMoments[i].copy(from: m.first)
+            secondMoments[i].copy(from: m.second)
+        }
+        return true
+    }
+
     public func zeroGradients() {
         for p in parameters { p.zeroGrad() }
     }

@@ -11,10 +11,10 @@ struct ModelOption: ParsableArguments {
     var model: String
 
     /// Resolves (fetching a known model if needed, with progress on stderr) and loads it.
-    func load() throws -> Pretrained {
+    func load(labels: [String]? = nil) throws -> Pretrained {
         let location = try ModelStore().resolve(model) { note($0) }
         let start = Date()
-        let pretrained = try Pretrained.load(location.url)
+        let pretrained = try Pretrained.load(location.url, labels: labels)
         note(String(format: "loaded %@ in %.2f s", location.url.lastPathComponent, Date().timeIntervalSince(start)))
         for name in pretrained.report.newlyInitialized { note("warning: \(name) was not in the checkpoint and is freshly initialised") }
         return pretrained

@@ -1,0 +1,201 @@
+import Foundation
+import Formats
+import Kernels
+import LoRA
+import Models
+
+/// What a run reports as it goes.
+public enum TrainingEvent: Sendable {
+    case step(StepRecord, total: Int)
+    case evaluation(step: Int, EvaluationResult, improved: Bool)
+    case checkpoint(step: Int, path: String)
+    case message(String)
+}
+
+/// The end-of-run summary (`lora train --json` prints it).
+public struct TrainingSummary: Sendable, Codable {
+    public var adapter: String
+    public var trainableParams: Int
+    public var allParams: Int
+    public var steps: Int
+    public var seconds: Double
+    public var tokensPerSecond: Double
+    public var peakRssBytes: Int
+    public var finalTrainLoss: Double?
+    public var bestValid: Double?
+    public var skippedSteps: Int
+
+    enum CodingKeys: String, CodingKey {
+        case adapter, trainableParams = "trainable_params", allParams = "all_params", steps, seconds
+        case tokensPerSecond = "tokens_per_second", peakRssBytes = "peak_rss_bytes", finalTrainLoss = "final_train_loss"
+        case bestValid = "best_valid", skippedSteps = "skipped_steps"
+    }
+}
+
+/// A whole run: prepares the model (fresh LoRA adapter, full fine-tuning, or a checkpoint to
+/// resume), trains, evaluates every `evalEvery` steps, keeps the best adapter in `output`,
+/// checkpoints every `saveEvery` steps and at the end, and writes `metrics.jsonl` and `loss.svg`.
+public final class TrainingSession {
+    public let trainer: Trainer
+    public let output: URL
+    let valid: [Example]
+    let labels: [String]?
+    let events: (TrainingEvent) -> Void
+    var bestScore: Double?
+    var evaluationsWithoutImprovement = 0
+    var metrics: FileHandle?
+    var trainLosses: [(step: Int, loss: Double)] = []
+    var validLosses: [(step: Int, loss: Double)] = []
+
+    public init(model: PretrainedModel, configuration: TrainingConfiguration, train: [Example], valid: [Example],
+                padId: Int, output: URL, labels: [String]?, resume: URL?, events: @escaping (TrainingEvent) -> Void) throws {
+        try configuration.validate()
+        self.output = output
+        self.valid = valid
+        self.labels = labels
+        self.events = events
+        var state: TrainerState?
+        if let resume {
+            let s = try Checkpoints.readState(resume)
+            if let why = Checkpoints.incompatibility(s, configuration: configuration, model: model) {
+                throw TrainingError.checkpoint(path: resume.path, reason: "cannot resume this run: \(why)")
+            }
+            try Checkpoints.loadWeights(resume, into: model, full: configuration.full)
+            state = s
+        } else if configuration.full {
+            for (_, p) in model.adaptable.namedParameters { p.setTrainable(true) }
+        } else {
+            try model.adaptable.addAdapter(named: "default", config: Self.loraConfig(configuration, model: model), seed: configuration.seed)
+        }
+        trainer = try Trainer(model: model, configuration: configuration, examples: train, padId: padId)
+        if let state, let resume {
+            try Checkpoints.restore(trainer, from: resume, state: state)
+            bestScore = state.bestScore
+            evaluationsWithoutImprovement = state.evaluationsWithoutImprovement
+            trainer.lastCheckpoint = resume.path
+            events(.message("resumed from \(resume.path) at step \(state.step)"))
+        }
+    }
+
+    /// The PEFT config of the adapter a run trains.
+    public static func loraConfig(_ c: TrainingConfiguration, model: PretrainedModel) -> LoRAConfig {
+        let isBert = if case .bert = model { true } else { false }
+        let targets = c.targets ?? (isBert ? ["query", "key", "value", "attention.output.dense"] : ["q_proj", "k_proj", "v_proj", "o_proj"])
+        return LoRAConfig(rank: c.rank, alpha: c.alpha, dropout: c.dropout, targets: .names(targets), useRSLoRA: c.rslora,
+                          initialization: c.initialization, modulesToSave: isBert ? ["classifier"] : nil,
+                          taskType: isBert ? "SEQ_CLS" : "CAUSAL_LM")
+    }
+
+    public func run() throws -> TrainingSummary {
+        let fm = FileManager.default
+        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        let metricsURL = output.appendingPathComponent("metrics.jsonl")
+        if !fm.fileExists(atPath: metricsURL.path) { fm.createFile(atPath: metricsURL.path, contents: nil) }
+        metrics = try FileHandle(forWritingTo: metricsURL)
+        try metrics?.seekToEnd()
+        defer { try? metrics?.close() }
+        let c = trainer.configuration
+        let start = Date()
+        var tokens = 0
+        var lastLoss: Double?
+        var stopEarly = false
+        while trainer.step < trainer.totalSteps && !stopEarly {
+            let record = try trainer.trainStep()
+            tokens += record.tokens
+            if !record.skipped { lastLoss = record.loss; trainLosses.append((record.step, record.loss)) }
+            log(["type": "train", "step": record.step, "loss": record.loss, "lr": record.learningRate,
+                 "grad_norm": record.gradientNorm, "tokens": record.tokens, "seconds": record.seconds, "skipped": record.skipped])
+            events(.step(record, total: trainer.totalSteps))
+            let last = trainer.step == trainer.totalSteps
+            if !valid.isEmpty, let every = c.evalEvery ?? (last ? 1 : nil), trainer.step % every == 0 || last {
+                stopEarly = try evaluateAndKeepBest()
+            }
+            if let every = c.saveEvery, trainer.step % every == 0, !last { try checkpoint() }
+        }
+        try checkpoint()
+        if valid.isEmpty || bestScore == nil { try saveAdapter() }
+        try writeLossCurve()
+        let seconds = Date().timeIntervalSince(start)
+        let report = trainer.model.adaptable
+        let trainable = report.trainableParameters.reduce(0) { $0 + $1.value.count }
+        let all = report.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+            + report.linearModules.reduce(0) { t, m in t + m.adapters.reduce(0) { $0 + $1.adapter.a.value.count + $1.adapter.b.value.count } }
+        return TrainingSummary(adapter: output.path, trainableParams: trainable, allParams: all, steps: trainer.step,
+                               seconds: seconds, tokensPerSecond: Double(tokens) / max(seconds, 1e-9),
+                               peakRssBytes: peakResidentBytes(), finalTrainLoss: lastLoss, bestValid: bestScore.map { s in
+                                   trainer.model.isClassifier ? s : -s },
+                               skippedSteps: trainer.skippedSteps)
+    }
+
+    /// Evaluates; saves the adapter when it is the best so far. Returns true to stop early.
+    func evaluateAndKeepBest() throws -> Bool {
+        let result = try trainer.evaluate(valid)
+        let improved = bestScore.map { result.score > $0 } ?? true
+        var entry: [String: Any] = ["type": "eval", "step": trainer.step, "loss": result.loss, "examples": result.examples]
+        if let a = result.accuracy { entry["accuracy"] = a }
+        if let f = result.macroF1 { entry["macro_f1"] = f }
+        log(entry)
+        validLosses.append((trainer.step, result.loss))
+        events(.evaluation(step: trainer.step, result, improved: improved))
+        if improved {
+            bestScore = result.score
+            evaluationsWithoutImprovement = 0
+            try saveAdapter()
+        } else {
+            evaluationsWithoutImprovement += 1
+        }
+        if let patience = trainer.configuration.earlyStoppingPatience, evaluationsWithoutImprovement >= patience {
+            events(.message("early stopping: no improvement in \(patience) evaluations"))
+            return true
+        }
+        return false
+    }
+
+    /// The result in `output` itself: a PEFT adapter (or, with `full`, the weights) plus the label map.
+    func saveAdapter() throws {
+        if trainer.configuration.full {
+            var weights: [String: Tensor] = [:]
+            for (name, p) in trainer.model.adaptable.namedParameters { weights[name] = p.value }
+            try SafeTensorsWriter.write(weights, to: output.appendingPathComponent("model.safetensors"))
+        } else {
+            try trainer.model.adaptable.savePEFTAdapter(named: "default", to: output)
+        }
+        if let labels {
+            let data = try JSONSerialization.data(withJSONObject: ["labels": labels], options: [.sortedKeys])
+            try atomicWrite(data, to: output.appendingPathComponent("label_map.json"))
+        }
+    }
+
+    func checkpoint() throws {
+        let state = TrainerState(step: trainer.step, batcher: trainer.batcher.state, dropout: trainer.dropoutStates.map(String.init),
+                                 configuration: trainer.configuration, baseModel: BaseModelFingerprint(trainer.model),
+                                 bestScore: bestScore, evaluationsWithoutImprovement: evaluationsWithoutImprovement, labels: labels)
+        let url = try Checkpoints.save(trainer, state: state, output: output, keep: trainer.configuration.keepCheckpoints)
+        trainer.lastCheckpoint = url.path
+        events(.checkpoint(step: trainer.step, path: url.path))
+    }
+
+    func log(_ entry: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys]) else { return }
+        metrics?.write(data + Data("\n".utf8))
+    }
+
+    func writeLossCurve() throws {
+        let svg = LossCurve.svg(train: trainLosses, valid: validLosses, title: "loss — \(output.lastPathComponent)")
+        try atomicWrite(Data(svg.utf8), to: output.appendingPathComponent("loss.svg"))
+    }
+}
+
+extension PretrainedModel {
+    var isClassifier: Bool { if case .bert = self { true } else { false } }
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+public func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}

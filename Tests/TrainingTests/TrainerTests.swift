@@ -1,0 +1,112 @@
+import Foundation
+import Kernels
+import Layers
+import LoRA
+import Models
+import TestSupport
+import Testing
+@testable import Training
+
+@Suite("Trainer", .serialized)
+struct TrainerTests {
+    static func tinyLlama() throws -> PretrainedModel {
+        try ModelLoader.loadHuggingFace(directory: fixturesDirectory.appendingPathComponent("tiny-llama")).0
+    }
+
+    /// Causal examples over the tiny vocabulary, with a masked prompt.
+    static func examples(_ n: Int, seed: UInt64) -> [Example] {
+        var g = SplitMix64(seed: seed)
+        return (0..<n).map { i in
+            let length = 5 + Int(g.next() % 6)
+            let ids = (0..<length).map { _ in 1 + Int(g.next() % 255) }
+            let labels = ids.enumerated().map { $0.offset < 2 ? ignoreIndex : $0.element }
+            return Example(ids: ids, labels: labels, label: nil, tokenTypeIds: nil, line: i + 1)
+        }
+    }
+
+    static func configuration() -> TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.steps = 8
+        c.batchSize = 3
+        c.gradAccum = 2
+        c.learningRate = 5e-3
+        c.warmup = 2
+        c.dropout = 0.1
+        c.seed = 11
+        return c
+    }
+
+    @Test func resumedRunReproducesTheUninterruptedLosses() throws {
+        let train = Self.examples(20, seed: 1)
+        let out = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-resume-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        // Uninterrupted: 8 steps.
+        let full = try TrainingSession(model: try Self.tinyLlama(), configuration: Self.configuration(), train: train, valid: [],
+                                       padId: 0, output: out.appendingPathComponent("a"), labels: nil, resume: nil, events: { _ in })
+        let uninterrupted = try (0..<8).map { _ in try full.trainer.trainStep().loss }
+        // Interrupted after 3 steps (checkpoint), resumed on a freshly loaded model.
+        let first = try TrainingSession(model: try Self.tinyLlama(), configuration: Self.configuration(), train: train, valid: [],
+                                        padId: 0, output: out.appendingPathComponent("b"), labels: nil, resume: nil, events: { _ in })
+        var resumed = try (0..<3).map { _ in try first.trainer.trainStep().loss }
+        try first.checkpoint()
+        let checkpoint = try #require(Checkpoints.list(out.appendingPathComponent("b")).last)
+        let second = try TrainingSession(model: try Self.tinyLlama(), configuration: Self.configuration(), train: train, valid: [],
+                                         padId: 0, output: out.appendingPathComponent("b"), labels: nil, resume: checkpoint, events: { _ in })
+        #expect(second.trainer.step == 3)
+        resumed += try (0..<5).map { _ in try second.trainer.trainStep().loss }
+        let worst = zip(uninterrupted, resumed).map { abs($0 - $1) }.max() ?? .infinity
+        print("resume after 3 of 8 steps: losses \(uninterrupted.map { String(format: "%.5f", $0) }); max difference \(worst)")
+        #expect(worst == 0, "resumed losses differ from the uninterrupted run")
+        #expect(uninterrupted.last! < uninterrupted.first!)
+    }
+
+    @Test func checkpointsOfAnotherRunAreRefused() throws {
+        let train = Self.examples(10, seed: 2)
+        let out = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-refuse-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let session = try TrainingSession(model: try Self.tinyLlama(), configuration: Self.configuration(), train: train, valid: [],
+                                          padId: 0, output: out, labels: nil, resume: nil, events: { _ in })
+        _ = try session.trainer.trainStep()
+        try session.checkpoint()
+        let checkpoint = try #require(Checkpoints.list(out).last)
+        var other = Self.configuration()
+        other.rank = 4
+        #expect(throws: TrainingError.self) {
+            _ = try TrainingSession(model: try Self.tinyLlama(), configuration: other, train: train, valid: [], padId: 0,
+                                    output: out, labels: nil, resume: checkpoint, events: { _ in })
+        }
+        let untied = try ModelLoader.loadHuggingFace(directory: fixturesDirectory.appendingPathComponent("tiny-llama-untied")).0
+        #expect(throws: TrainingError.self) {
+            _ = try TrainingSession(model: untied, configuration: Self.configuration(), train: train, valid: [], padId: 0,
+                                    output: out, labels: nil, resume: checkpoint, events: { _ in })
+        }
+    }
+
+    @Test func scheduleClippingAndDivergence() throws {
+        var c = TrainingConfiguration()
+        c.learningRate = 1
+        c.warmup = 0.25
+        c.schedule = .cosine
+        #expect(c.learningRate(atStep: 0, of: 8) == 0.5 && c.learningRate(atStep: 1, of: 8) == 1)
+        #expect(abs(c.learningRate(atStep: 5, of: 8) - 0.5) < 1e-12)
+        c.schedule = .linear
+        #expect(abs(c.learningRate(atStep: 5, of: 8) - 0.5) < 1e-12)
+        // A poisoned batch (NaN weights) is skipped, then training stops with a clear error.
+        let model = try Self.tinyLlama()
+        var config = Self.configuration()
+        config.maxNonFiniteSteps = 3
+        let out = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-nan-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let session = try TrainingSession(model: model, configuration: config, train: Self.examples(6, seed: 3), valid: [], padId: 0,
+                                          output: out, labels: nil, resume: nil, events: { _ in })
+        model.adaptable.namedParameters[0].parameter.value[0] = .nan
+        var records: [StepRecord] = []
+        do {
+            for _ in 0..<5 { records.append(try session.trainer.trainStep()) }
+            Issue.record("training went on with non-finite losses")
+        } catch let error as TrainingError {
+            #expect("\(error)".contains("diverged"))
+        }
+        #expect(records.count == 2 && records.allSatisfy(\.skipped))
+    }
+}
