@@ -18,11 +18,12 @@ struct Quickstart: ParsableCommand {
         """)
     @Option(help: "The base model.") var model = "smollm2-135m-instruct"
     @Option(help: "Where the data, adapter and checkpoints go.") var output = ".cache/quickstart"
-    @Option(help: "Training examples.") var trainExamples = 480
+    @Option(help: "Training examples.") var trainExamples = 600
     @Option(help: "Validation examples.") var validExamples = 40
     @Option(help: "Held-out test examples.") var testExamples = 50
-    @Option(help: "Passes over the training data.") var epochs = 1
+    @Option(help: "Passes over the training data.") var epochs = 2
     @Option(help: "Seed of the data, the initialisation and the data order.") var seed: UInt64 = 0
+    @Option(help: "Peak learning rate.") var lr = 2e-3
 
     func run() throws {
         let start = Date()
@@ -49,7 +50,7 @@ struct Quickstart: ParsableCommand {
         print("3. Training a LoRA adapter (r 8, α 16, q/k/v/o and MLP projections):")
         var settings = TrainingConfiguration()
         settings.targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        settings.learningRate = 2e-3
+        settings.learningRate = lr
         settings.epochs = epochs
         settings.batchSize = 8
         settings.warmup = 0.06
@@ -95,9 +96,9 @@ struct Quickstart: ParsableCommand {
 
         let example = test[1]
         print("6. Example (held out):\n   request: \(example.request)\n   base:    \(before.answers[1])\n   adapted: \(after.answers[1])\n   expected: \(example.json)")
-        print(String(format: "Done in %.0f s. Reproduce the training with:\n   lora train --model %@ --data %@ --valid %@ --output %@ --epochs %d --lr 2e-3 --batch-size 8 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --warmup 0.06 --max-seq-len 128",
+        print(String(format: "Done in %.0f s. Reproduce the training with:\n   lora train --model %@ --data %@ --valid %@ --output %@ --epochs %d --lr %g --batch-size 8 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --warmup 0.06 --max-seq-len 128",
                      Date().timeIntervalSince(start), model, dataDir.appendingPathComponent("train.jsonl").path,
-                     dataDir.appendingPathComponent("valid.jsonl").path, adapterDir.path, epochs))
+                     dataDir.appendingPathComponent("valid.jsonl").path, adapterDir.path, epochs, lr))
     }
 
     /// Greedy answers (up to 48 tokens, stopping at EOS) and their exact-match accuracy.

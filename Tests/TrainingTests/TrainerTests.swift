@@ -110,3 +110,77 @@ struct TrainerTests {
         #expect(records.count == 2 && records.allSatisfy(\.skipped))
     }
 }
+
+@Suite("Trainer modes", .serialized)
+struct TrainerModeTests {
+    static func output() -> URL { URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-modes-\(UUID().uuidString)") }
+
+    @Test func fullFineTuningTrainsEveryWeightAndKeepsTheLastCheckpoints() throws {
+        let model = try TrainerTests.tinyLlama()
+        var c = TrainerTests.configuration()
+        c.full = true
+        c.steps = 5
+        c.saveEvery = 1
+        c.keepCheckpoints = 2
+        c.learningRate = 1e-3
+        let out = Self.output()
+        defer { try? FileManager.default.removeItem(at: out) }
+        var losses: [Double] = []
+        let session = try TrainingSession(model: model, configuration: c, train: TrainerTests.examples(12, seed: 5), valid: [],
+                                          padId: 0, output: out, labels: nil, resume: nil) { event in
+            if case .step(let r, _) = event { losses.append(r.loss) }
+        }
+        #expect(model.adaptable.namedParameters.allSatisfy { $0.parameter.isTrainable })
+        #expect(model.adaptable.linearModules.allSatisfy { $0.adapters.isEmpty })
+        let summary = try session.run()
+        print("full fine-tuning losses \(losses.map { String(format: "%.4f", $0) }); \(summary.trainableParams) trainable")
+        #expect(summary.trainableParams == model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.value.count })
+        #expect(losses.last! < losses.first!)
+        let kept = Checkpoints.list(out).map(\.lastPathComponent)
+        #expect(kept == ["step-000004", "step-000005"], "kept \(kept)")
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors").path))
+    }
+
+    @Test func classificationWithEvaluationAndEarlyStopping() throws {
+        let bert = try ModelLoader.loadHuggingFace(directory: fixturesDirectory.appendingPathComponent("tiny-bert")).0
+        var g = SplitMix64(seed: 9)
+        let examples = (0..<16).map { i -> Example in
+            let label = i % 2
+            // The class is visible in the tokens: label 1 sequences contain token 7.
+            let ids = [2] + (0..<5).map { _ in 10 + Int(g.next() % 100) } + (label == 1 ? [7] : [8]) + [3]
+            return Example(ids: ids, labels: [], label: label, tokenTypeIds: nil, line: i + 1)
+        }
+        var c = TrainingConfiguration()
+        c.task = .classification
+        c.steps = 12
+        c.batchSize = 4
+        c.learningRate = 1e-2
+        c.evalEvery = 3
+        c.dropout = 0
+        let out = Self.output()
+        defer { try? FileManager.default.removeItem(at: out) }
+        var evaluations: [EvaluationResult] = []
+        let session = try TrainingSession(model: bert, configuration: c, train: examples, valid: examples, padId: 0, output: out,
+                                          labels: ["no", "yes"], resume: nil) { event in
+            if case .evaluation(_, let r, _) = event { evaluations.append(r) }
+        }
+        let summary = try session.run()
+        print("classification evaluations: \(evaluations.map { String(format: "acc %.2f loss %.3f", $0.accuracy ?? -1, $0.loss) })")
+        #expect(evaluations.count == 4 && evaluations.allSatisfy { $0.confusion?.joined().reduce(0, +) == 16 })
+        #expect((summary.bestValid ?? 0) >= 0.9)
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("label_map.json").path))
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("adapter_model.safetensors").path))
+
+        // Early stopping: with a learning rate too small to change anything, the second evaluation
+        // does not improve and training stops there.
+        let frozen = try ModelLoader.loadHuggingFace(directory: fixturesDirectory.appendingPathComponent("tiny-bert")).0
+        c.learningRate = 1e-30
+        c.evalEvery = 1
+        c.earlyStoppingPatience = 1
+        let out2 = Self.output()
+        defer { try? FileManager.default.removeItem(at: out2) }
+        let stopped = try TrainingSession(model: frozen, configuration: c, train: examples, valid: examples, padId: 0, output: out2,
+                                          labels: ["no", "yes"], resume: nil, events: { _ in }).run()
+        #expect(stopped.steps == 2, "early stopping after \(stopped.steps) steps")
+    }
+}
