@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .systemLibrary(
@@ -33,7 +34,8 @@ let package = Package(
         .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models"]),
         .executableTarget(
             name: "lora",
-            dependencies: ["Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "LoRABench",

@@ -4,6 +4,7 @@ import LoRA
 import Models
 import Tokenizers
 import Training
+import Yams
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,13 +17,13 @@ struct Train: ParsableCommand {
         with --task classification, {"text","label"[,"text_pair"]}. The adapter (the best one when \
         --valid is given) is written to --output as a PEFT directory; checkpoints go to \
         OUTPUT/checkpoints, with metrics.jsonl and loss.svg beside the adapter. Settings may come from \
-        a JSON file (--config, keys as the flags in snake_case); flags override it.
+        a YAML or JSON file (--config, keys as the flags in snake_case); flags override it.
         """)
     @OptionGroup var model: ModelOption
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
     @Option(help: "Output directory.") var output: String
-    @Option(help: "A JSON file with training settings (flags override it).") var config: String?
+    @Option(help: "A YAML or JSON file with training settings, keys as the flags in snake_case (flags override it).") var config: String?
     @Option(help: "causal-lm or classification.") var task: TrainingTask?
     @Option(help: "LoRA rank r (default 8).") var rank: Int?
     @Option(help: "LoRA alpha (default 16; scaling alpha/r).") var alpha: Double?
@@ -51,7 +52,12 @@ struct Train: ParsableCommand {
     func settings() throws -> TrainingConfiguration {
         var c = TrainingConfiguration()
         if let config {
-            do { c = try JSONDecoder().decode(TrainingConfiguration.self, from: Data(contentsOf: URL(fileURLWithPath: config))) } catch {
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: config))
+                let isYAML = config.hasSuffix(".yaml") || config.hasSuffix(".yml")
+                c = isYAML ? try YAMLDecoder().decode(TrainingConfiguration.self, from: data)
+                           : try JSONDecoder().decode(TrainingConfiguration.self, from: data)
+            } catch {
                 throw CommandError("\(config): \(error)")
             }
         }

@@ -76,6 +76,16 @@ struct TrainCLITests {
         #expect(try resumed.json()["steps"] as? Int == 8)
         #expect(resumed.stderr.contains("resumed from"))
 
+        // Settings from a YAML file; a flag overrides it.
+        let yaml = work.appendingPathComponent("settings.yaml")
+        try Data("rank: 2\nalpha: 8\nlr: 0.01\nbatch_size: 4\nsteps: 5\ntargets: [q_proj, v_proj]\n".utf8).write(to: yaml)
+        let configured = try CLITests.lora(["train", "--model", model.path, "--data", train.path, "--output", work.appendingPathComponent("y").path,
+                                            "--config", yaml.path, "--steps", "2", "--json"])
+        #expect(configured.status == 0, "\(configured.stderr)")
+        #expect(try configured.json()["steps"] as? Int == 2)
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: work.appendingPathComponent("y/adapter_config.json"))) as? [String: Any]
+        #expect(written?["r"] as? Int == 2 && written?["lora_alpha"] as? Int == 8)
+
         // Bad input: a malformed line is reported with its file and line.
         let broken = work.appendingPathComponent("broken.jsonl")
         try Data("{\"text\": \"ok\"}\n{not json\n".utf8).write(to: broken)
