@@ -59,9 +59,7 @@ public enum Checkpoints {
         defer { try? fm.removeItem(at: temporary) }
         try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
         if trainer.configuration.full {
-            var weights: [String: Tensor] = [:]
-            for (name, p) in trainer.model.adaptable.namedParameters { weights[name] = p.value }
-            try SafeTensorsWriter.write(weights, to: temporary.appendingPathComponent("model.safetensors"))
+            try writeAllWeights(trainer.model, to: temporary.appendingPathComponent("model.safetensors"))
         } else {
             try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
         }
@@ -79,6 +77,13 @@ public enum Checkpoints {
         try fm.moveItem(at: temporary, to: final)
         for old in list(output).dropLast(keep) { try? fm.removeItem(at: old) }
         return final
+    }
+
+    /// Every weight of the model under its Hugging Face name (full fine-tuning's result).
+    public static func writeAllWeights(_ model: PretrainedModel, to url: URL) throws {
+        var weights: [String: Tensor] = [:]
+        for (name, p) in model.adaptable.namedParameters { weights[name] = p.value }
+        try SafeTensorsWriter.write(weights, to: url)
     }
 
     public static func readState(_ checkpoint: URL) throws -> TrainerState {

@@ -154,9 +154,7 @@ public final class TrainingSession {
     /// The result in `output` itself: a PEFT adapter (or, with `full`, the weights) plus the label map.
     func saveAdapter() throws {
         if trainer.configuration.full {
-            var weights: [String: Tensor] = [:]
-            for (name, p) in trainer.model.adaptable.namedParameters { weights[name] = p.value }
-            try SafeTensorsWriter.write(weights, to: output.appendingPathComponent("model.safetensors"))
+            try Checkpoints.writeAllWeights(trainer.model, to: output.appendingPathComponent("model.safetensors"))
         } else {
             try trainer.model.adaptable.savePEFTAdapter(named: "default", to: output)
         }
