@@ -105,7 +105,7 @@ public struct ModelStore: Sendable {
         // One fetch at a time per store, across threads and processes: the others wait, then
         // find the model installed.
         let lock = try lockStore()
-        defer { flock(lock, LOCK_UN); close(lock) }
+        defer { unlockStore(lock) }
         if let existing = installedLocation(of: model) { return existing }
         let fm = FileManager.default
         let staging = root.appendingPathComponent("tmp-\(model.name)-\(UUID().uuidString)")
@@ -164,7 +164,12 @@ public struct ModelStore: Sendable {
         return try fetch(model, progress: progress)
     }
 
-    private func lockStore() throws(ModelStoreError) -> Int32 {
+    func unlockStore(_ fd: Int32) {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+
+    func lockStore() throws(ModelStoreError) -> Int32 {
         do {
             try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         } catch {
@@ -179,7 +184,7 @@ public struct ModelStore: Sendable {
         return fd
     }
 
-    private func run(_ arguments: [String]) throws(ModelStoreError) {
+    func run(_ arguments: [String]) throws(ModelStoreError) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
@@ -199,7 +204,7 @@ public struct ModelStore: Sendable {
         }
     }
 
-    private func sha256(of url: URL) throws(ModelStoreError) -> String {
+    func sha256(of url: URL) throws(ModelStoreError) -> String {
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw .io("cannot read \(url.path): \(error.localizedDescription)")
