@@ -112,7 +112,9 @@ struct Train: ParsableCommand {
             labels = labelMap.labels
             pretrained = try model.load(labels: labelMap.labels)
         }
-        note("data: \(trainReport.examples) examples (\(trainReport.format)), \(trainReport.tokens) tokens, \(trainReport.trainableTokens) trained, \(trainReport.truncated) truncated to \(settings.maxSeqLen)")
+        let inLoss = settings.task == .causalLM ? ", \(trainReport.trainableTokens) in the loss" : ""
+        note("data: \(trainReport.examples) examples (\(trainReport.format)), \(trainReport.tokens) tokens\(inLoss), \(trainReport.truncated) truncated to \(settings.maxSeqLen)")
+        if trainReport.skipped > 0 { note("warning: \(trainReport.skipped) examples had no target left after truncation and were left out (lines \(trainReport.skippedLines.prefix(10).map(String.init).joined(separator: ", ")))") }
         var validExamples: [Example] = []
         if let valid {
             let (v, report, _) = try Dataset.load(URL(fileURLWithPath: valid), task: settings.task, tokenizer: pretrained.tokenizer,
