@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LoRA
+import ModelStore
 import Models
 import Tokenizers
 import Training
@@ -103,15 +104,24 @@ struct Train: ParsableCommand {
         // Classification: the label map comes from the training data (or the checkpoint).
         var labels: [String]? = nil
         if settings.task == .classification, let resumeURL { labels = try Checkpoints.readState(resumeURL).labels }
-        var pretrained = try model.load()
-        let template = try? pretrained.chatTemplate.get()
-        let (train, trainReport, labelMap) = try Dataset.load(URL(fileURLWithPath: data), task: settings.task, tokenizer: pretrained.tokenizer,
+        // A classifier's head size comes from the labels, so read the data (with the tokenizer
+        // alone) before loading the model once, with its classes.
+        var loaded: Pretrained? = nil
+        let tokenizer: any Tokenizer
+        if settings.task == .classification, labels == nil {
+            let location = try ModelStore().resolve(model.model) { note($0) }
+            tokenizer = try loadTokenizer(huggingFaceDirectory: location.url)
+        } else {
+            let p = try model.load(labels: labels)
+            loaded = p
+            tokenizer = p.tokenizer
+        }
+        let template = try? loaded?.chatTemplate.get()
+        let (train, trainReport, labelMap) = try Dataset.load(URL(fileURLWithPath: data), task: settings.task, tokenizer: tokenizer,
                                                                chatTemplate: template, maxSequenceLength: settings.maxSeqLen,
                                                                labelMap: labels.map { LabelMap(labels: $0) })
-        if settings.task == .classification, labels == nil, let labelMap {
-            labels = labelMap.labels
-            pretrained = try model.load(labels: labelMap.labels)
-        }
+        if labels == nil, let labelMap { labels = labelMap.labels }
+        let pretrained = try loaded ?? model.load(labels: labels)
         let inLoss = settings.task == .causalLM ? ", \(trainReport.trainableTokens) in the loss" : ""
         note("data: \(trainReport.examples) examples (\(trainReport.format)), \(trainReport.tokens) tokens\(inLoss), \(trainReport.truncated) truncated to \(settings.maxSeqLen)")
         if trainReport.skipped > 0 { note("warning: \(trainReport.skipped) examples had no target left after truncation and were left out (lines \(trainReport.skippedLines.prefix(10).map(String.init).joined(separator: ", ")))") }
