@@ -226,14 +226,19 @@ extension AdaptableModel {
 
     // MARK: Reports
 
-    /// PEFT's `print_trainable_parameters` line: trainable parameters over all parameters,
-    /// counting every adapter's matrices and the saved module copies as PEFT does.
-    public func trainableParameterReport() -> String {
+    /// Trainable parameters, and all parameters counted as PEFT counts them: the base weights,
+    /// every adapter's matrices and the saved module copies.
+    public var parameterCounts: (trainable: Int, all: Int) {
         let base = namedParameters.reduce(0) { $0 + $1.parameter.value.count }
         let lora = linearModules.reduce(0) { total, m in total + m.adapters.reduce(0) { $0 + $1.adapter.a.value.count + $1.adapter.b.value.count } }
         let copies = adapterRegistry.savedModules.values.reduce(0) { total, modules in total + modules.values.reduce(0) { $0 + $1.count } }
-        let trainable = trainableParameters.reduce(0) { $0 + $1.value.count }
-        let all = base + lora + copies
+        return (trainableParameters.reduce(0) { $0 + $1.value.count }, base + lora + copies)
+    }
+
+    /// PEFT's `print_trainable_parameters` line: trainable parameters over all parameters,
+    /// counting every adapter's matrices and the saved module copies as PEFT does.
+    public func trainableParameterReport() -> String {
+        let (trainable, all) = parameterCounts
         func grouped(_ n: Int) -> String {
             let digits = Array(String(n))
             return digits.enumerated().map { i, d in (i > 0 && (digits.count - i) % 3 == 0 ? "," : "") + String(d) }.joined()

@@ -117,9 +117,7 @@ public final class TrainingSession {
         try writeLossCurve()
         let seconds = Date().timeIntervalSince(start)
         let report = trainer.model.adaptable
-        let trainable = report.trainableParameters.reduce(0) { $0 + $1.value.count }
-        let all = report.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
-            + report.linearModules.reduce(0) { t, m in t + m.adapters.reduce(0) { $0 + $1.adapter.a.value.count + $1.adapter.b.value.count } }
+        let (trainable, all) = report.parameterCounts
         return TrainingSummary(adapter: output.path, trainableParams: trainable, allParams: all, steps: trainer.step,
                                seconds: seconds, tokensPerSecond: Double(tokens) / max(seconds, 1e-9),
                                peakRssBytes: peakResidentBytes(), finalTrainLoss: lastLoss, bestValid: bestScore.map { s in
