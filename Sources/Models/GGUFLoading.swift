@@ -55,6 +55,11 @@ extension ModelLoader {
     public static func loadGGUF(_ url: URL) throws(ModelError) -> (PretrainedModel, LoadReport) {
         let gguf: GGUFFile
         do { gguf = try GGUFFile(url: url) } catch { throw .file(url, error) }
+        return try loadGGUF(gguf, url: url)
+    }
+
+    /// The same, from a file already opened (its metadata also holds the tokenizer).
+    public static func loadGGUF(_ gguf: GGUFFile, url: URL) throws(ModelError) -> (PretrainedModel, LoadReport) {
         let architecture = gguf.metadata["general.architecture"]?.string ?? "(none)"
         guard architecture == "llama" else {
             throw .unsupportedArchitecture("general.architecture '\(architecture)' in \(url.path) (supported: llama)")

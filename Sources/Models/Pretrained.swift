@@ -18,16 +18,18 @@ public struct Pretrained {
     /// Loads a `.gguf` file (tokenizer and template from its metadata) or a Hugging Face
     /// directory (`tokenizer.json` or `vocab.txt`, template from `tokenizer_config.json`).
     public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> Pretrained {
-        let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)
         if url.pathExtension.lowercased() == "gguf" {
+            // One parse of the file serves the weights, the tokenizer and the template.
             let gguf: GGUFFile
             do { gguf = try GGUFFile(url: url) } catch { throw .file(url, error) }
+            let (model, report) = try ModelLoader.loadGGUF(gguf, url: url)
             let tokenizer: any Tokenizer
             do { tokenizer = try ggufTokenizer(gguf) } catch { throw .file(url, error) }
             let template = gguf.metadata["tokenizer.chat_template"]?.string
             return Pretrained(model: model, tokenizer: tokenizer, chatTemplate: parseTemplate(template),
                               chatTemplateSource: template, report: report)
         }
+        let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)
         let tokenizer: any Tokenizer
         do { tokenizer = try loadTokenizer(huggingFaceDirectory: url) } catch { throw .file(url, error) }
         var template: String?
