@@ -3,7 +3,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test quickstart bench fixtures clean
+.PHONY: all deps build test quickstart bench experiment-sentiment fixtures clean
 
 all: build
 
@@ -32,6 +32,21 @@ quickstart: deps
 bench: deps
 	$(SWIFT) build -c release --product lora-bench
 	.build/release/lora-bench
+
+## experiment-sentiment: LoRA vs full fine-tuning of all-MiniLM-L6-v2 on movie-review sentiment, 3 methods ×
+## 3 seeds (about 40 min on 2 cores), with the PyTorch + PEFT reference on the same splits first when its
+## venv exists (another ~45 min); writes docs/EXPERIMENTS.md. Finished runs (both sides) are reused on a
+## second call, so an interrupted experiment continues.
+EXPERIMENT_DIR ?= .cache/experiment-sentiment
+EXPERIMENT_EPOCHS ?= 3
+experiment-sentiment: deps
+	$(SWIFT) build -c release --product lora
+	.build/release/lora data prepare sentiment --output $(EXPERIMENT_DIR)/data
+	@if [ -x "$(PYTHON)" ]; then \
+		$(PYTHON) Scripts/reference/sentiment_peft.py --data $(EXPERIMENT_DIR)/data \
+			--out $(EXPERIMENT_DIR)/peft.json --epochs $(EXPERIMENT_EPOCHS); \
+	else echo "No reference venv at $(PYTHON): the table will have swift-lora only (see Scripts/reference/README.md)."; fi
+	.build/release/lora experiment sentiment --output $(EXPERIMENT_DIR) --epochs $(EXPERIMENT_EPOCHS)
 
 ## fixtures: regenerate the PyTorch reference fixtures (needs the venv of Scripts/reference/README.md)
 PYTHON ?= $(HOME)/venvs/swift-lora-ref/bin/python

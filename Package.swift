@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models"]),
         .executableTarget(
             name: "lora",
-            dependencies: ["Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["Kernels", "Formats", "Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(

@@ -36,7 +36,7 @@ public final class ScaledDotProductAttention {
     public let keyGradient = Tensor(shape: [0])
     public let valueGradient = Tensor(shape: [0])
     private let probabilities = Tensor(shape: [0])   // [B, H, T, T]
-    private let scratch = Tensor(shape: [0])          // [T, T] for dP
+    private let scratch = Tensor(shape: [0])          // [B, T, T] for dP, one per sequence
     private var saved: (q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int)?
 
     public init(heads: Int, kvHeads: Int, headDimension: Int) {
@@ -55,20 +55,30 @@ public final class ScaledDotProductAttention {
         output.resize([batch, t, qStride])
         probabilities.resize([batch, h, t, t])
         let scale = 1 / Float(d).squareRoot()
-        for b in 0..<batch {
-            for head in 0..<h {
-                let qp = q.data + b * t * qStride + head * d
-                let kp = k.data + b * t * kvStride + (head / g) * d
-                let vp = v.data + b * t * kvStride + (head / g) * d
-                let p = probabilities.data + (b * h + head) * t * t
-                matmul(transposeB: true, m: t, n: t, k: d, alpha: scale, qp, lda: qStride, kp, ldb: kvStride, p, ldc: t)
-                for i in 0..<t {
-                    softmaxRow(p + i * t, query: i, length: t, mask: mask, paddingOffset: b * t)
+        let qs = q.data, ks = k.data, vs = v.data, ps = probabilities.data, out = output.data
+        parallelChunks(batch, minimumChunk: sequencesPerChunk(length: t)) { sequences in
+            for b in sequences {
+                for head in 0..<h {
+                    let qp = qs + b * t * qStride + head * d
+                    let kp = ks + b * t * kvStride + (head / g) * d
+                    let vp = vs + b * t * kvStride + (head / g) * d
+                    let p = ps + (b * h + head) * t * t
+                    matmul(transposeB: true, m: t, n: t, k: d, alpha: scale, qp, lda: qStride, kp, ldb: kvStride, p, ldc: t)
+                    for i in 0..<t {
+                        softmaxRow(p + i * t, query: i, length: t, mask: mask, paddingOffset: b * t)
+                    }
+                    matmul(m: t, n: d, k: t, p, lda: t, vp, ldb: kvStride, out + b * t * qStride + head * d, ldc: qStride)
                 }
-                matmul(m: t, n: d, k: t, p, lda: t, vp, ldb: kvStride, output.data + b * t * qStride + head * d, ldc: qStride)
             }
         }
         return output
+    }
+
+    /// Sequences run concurrently only while each head's products are small enough that
+    /// OpenBLAS runs them on one thread (its threshold: m·n·k ≤ 262,144); larger ones are
+    /// threaded by OpenBLAS itself, and two threaded calls at once would only contend.
+    private func sequencesPerChunk(length t: Int) -> Int {
+        t * t * headDimension <= 262_144 ? 1 : Int.max
     }
 
     /// Softmax over the keys query i may see; every other entry becomes exactly 0.
@@ -112,32 +122,35 @@ public final class ScaledDotProductAttention {
         valueGradient.resize(v.shape)
         keyGradient.zero()
         valueGradient.zero()
-        scratch.resize([t, t])
+        scratch.resize([batch, t, t])
         let scale = 1 / Float(d).squareRoot()
-        let dP = scratch.data
-        for b in 0..<batch {
-            for head in 0..<h {
-                let qOff = b * t * qStride + head * d
-                let kvOff = b * t * kvStride + (head / g) * d
-                let p = probabilities.data + (b * h + head) * t * t
-                let dO = dOut.data + qOff
-                // dv += Pᵀ · dout
-                matmul(transposeA: true, m: t, n: d, k: t, p, lda: t, dO, ldb: qStride, beta: 1,
-                       valueGradient.data + kvOff, ldc: kvStride)
-                // dP = dout · vᵀ
-                matmul(transposeB: true, m: t, n: t, k: d, dO, lda: qStride, v.data + kvOff, ldb: kvStride, dP, ldc: t)
-                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place in dP
-                for i in 0..<t {
-                    let pr = p + i * t, dr = dP + i * t
-                    var dot: Float = 0
-                    for j in 0..<t { dot += pr[j] * dr[j] }
-                    for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) }
+        let qs = q.data, ks = k.data, vs = v.data, ps = probabilities.data, dOuts = dOut.data
+        let dq = queryGradient.data, dk = keyGradient.data, dv = valueGradient.data, dPs = scratch.data
+        // Sequences are independent (each writes only its own rows), so they run concurrently.
+        parallelChunks(batch, minimumChunk: sequencesPerChunk(length: t)) { sequences in
+            for b in sequences {
+                let dP = dPs + b * t * t
+                for head in 0..<h {
+                    let qOff = b * t * qStride + head * d
+                    let kvOff = b * t * kvStride + (head / g) * d
+                    let p = ps + (b * h + head) * t * t
+                    let dO = dOuts + qOff
+                    // dv += Pᵀ · dout
+                    matmul(transposeA: true, m: t, n: d, k: t, p, lda: t, dO, ldb: qStride, beta: 1, dv + kvOff, ldc: kvStride)
+                    // dP = dout · vᵀ
+                    matmul(transposeB: true, m: t, n: t, k: d, dO, lda: qStride, vs + kvOff, ldb: kvStride, dP, ldc: t)
+                    // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place in dP
+                    for i in 0..<t {
+                        let pr = p + i * t, dr = dP + i * t
+                        var dot: Float = 0
+                        for j in 0..<t { dot += pr[j] * dr[j] }
+                        for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) }
+                    }
+                    // dq = dS · k / √D ;  dk += dSᵀ · q / √D
+                    matmul(m: t, n: d, k: t, alpha: scale, dP, lda: t, ks + kvOff, ldb: kvStride, dq + qOff, ldc: qStride)
+                    matmul(transposeA: true, m: t, n: d, k: t, alpha: scale, dP, lda: t, qs + qOff, ldb: qStride, beta: 1,
+                           dk + kvOff, ldc: kvStride)
                 }
-                // dq = dS · k / √D ;  dk += dSᵀ · q / √D
-                matmul(m: t, n: d, k: t, alpha: scale, dP, lda: t, k.data + kvOff, ldb: kvStride,
-                       queryGradient.data + qOff, ldc: qStride)
-                matmul(transposeA: true, m: t, n: d, k: t, alpha: scale, dP, lda: t, q.data + qOff, ldb: qStride, beta: 1,
-                       keyGradient.data + kvOff, ldc: kvStride)
             }
         }
         return (queryGradient, keyGradient, valueGradient)

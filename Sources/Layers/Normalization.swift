@@ -21,20 +21,25 @@ public final class RMSNorm {
         weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 }), trainable: trainable)
     }
 
+    /// Rows are independent: split them across the cores, ~16k elements at least per chunk.
+    private var rowsPerChunk: Int { max(1, 16_384 / dimension) }
+
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == dimension)
         input = x
         let n = x.rowCount, c = dimension
         output.resize(x.shape)
         rstd.resize([n])
-        let w = weight.value.data
-        for row in 0..<n {
-            let xr = x.data + row * c, yr = output.data + row * c
-            var ss: Float = 0
-            for j in 0..<c { ss += xr[j] * xr[j] }
-            let r = 1 / (ss / Float(c) + epsilon).squareRoot()
-            rstd.data[row] = r
-            for j in 0..<c { yr[j] = w[j] * (xr[j] * r) }
+        let w = weight.value.data, xs = x.data, ys = output.data, rs = rstd.data, eps = epsilon
+        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+            for row in rows {
+                let xr = xs + row * c, yr = ys + row * c
+                var ss: Float = 0
+                for j in 0..<c { ss += xr[j] * xr[j] }
+                let r = 1 / (ss / Float(c) + eps).squareRoot()
+                rs[row] = r
+                for j in 0..<c { yr[j] = w[j] * (xr[j] * r) }
+            }
         }
         return output
     }
@@ -44,18 +49,22 @@ public final class RMSNorm {
         precondition(dy.count == x.count, "RMSNorm backward: dy \(dy.shape) for input \(x.shape)")
         let n = x.rowCount, c = dimension
         inputGradient.resize(x.shape)
-        let w = weight.value.data
-        let dw = weight.grad?.data
-        for row in 0..<n {
-            let xr = x.data + row * c, dyr = dy.data + row * c, dxr = inputGradient.data + row * c
-            let r = rstd.data[row]
-            var dot: Float = 0   // Σ dx̂ ⊙ x̂
-            for j in 0..<c { dot += dyr[j] * w[j] * xr[j] * r }
-            let meanDot = dot / Float(c)
-            for j in 0..<c {
-                let xhat = xr[j] * r
-                dxr[j] = r * (dyr[j] * w[j] - xhat * meanDot)
-                dw?[j] += dyr[j] * xhat
+        let w = weight.value.data, xs = x.data, dys = dy.data, dxs = inputGradient.data, rs = rstd.data
+        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+            for row in rows {
+                let xr = xs + row * c, dyr = dys + row * c, dxr = dxs + row * c
+                let r = rs[row]
+                var dot: Float = 0   // Σ dx̂ ⊙ x̂
+                for j in 0..<c { dot += dyr[j] * w[j] * xr[j] * r }
+                let meanDot = dot / Float(c)
+                for j in 0..<c { dxr[j] = r * (dyr[j] * w[j] - xr[j] * r * meanDot) }
+            }
+        }
+        // The weight gradient sums over rows: one pass, in row order.
+        if let dw = weight.grad?.data {
+            for row in 0..<n {
+                let xr = xs + row * c, dyr = dys + row * c, r = rs[row]
+                for j in 0..<c { dw[j] += dyr[j] * (xr[j] * r) }
             }
         }
         return inputGradient
@@ -88,6 +97,8 @@ public final class LayerNorm {
 
     public var parameters: [Parameter] { [weight, bias] }
 
+    private var rowsPerChunk: Int { max(1, 16_384 / dimension) }
+
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == dimension)
         input = x
@@ -95,18 +106,21 @@ public final class LayerNorm {
         output.resize(x.shape)
         mean.resize([n])
         rstd.resize([n])
-        let w = weight.value.data, b = bias.value.data
-        for row in 0..<n {
-            let xr = x.data + row * c, yr = output.data + row * c
-            var sum: Float = 0
-            for j in 0..<c { sum += xr[j] }
-            let mu = sum / Float(c)
-            var v: Float = 0
-            for j in 0..<c { let d = xr[j] - mu; v += d * d }
-            let r = 1 / (v / Float(c) + epsilon).squareRoot()
-            mean.data[row] = mu
-            rstd.data[row] = r
-            for j in 0..<c { yr[j] = (xr[j] - mu) * r * w[j] + b[j] }
+        let w = weight.value.data, b = bias.value.data, xs = x.data, ys = output.data
+        let means = mean.data, rs = rstd.data, eps = epsilon
+        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+            for row in rows {
+                let xr = xs + row * c, yr = ys + row * c
+                var sum: Float = 0
+                for j in 0..<c { sum += xr[j] }
+                let mu = sum / Float(c)
+                var v: Float = 0
+                for j in 0..<c { let d = xr[j] - mu; v += d * d }
+                let r = 1 / (v / Float(c) + eps).squareRoot()
+                means[row] = mu
+                rs[row] = r
+                for j in 0..<c { yr[j] = (xr[j] - mu) * r * w[j] + b[j] }
+            }
         }
         return output
     }
@@ -116,23 +130,31 @@ public final class LayerNorm {
         precondition(dy.count == x.count, "LayerNorm backward: dy \(dy.shape) for input \(x.shape)")
         let n = x.rowCount, c = dimension
         inputGradient.resize(x.shape)
-        let w = weight.value.data
-        let dw = weight.grad?.data, db = bias.grad?.data
-        for row in 0..<n {
-            let xr = x.data + row * c, dyr = dy.data + row * c, dxr = inputGradient.data + row * c
-            let mu = mean.data[row], r = rstd.data[row]
-            var sumD: Float = 0, sumDX: Float = 0
-            for j in 0..<c {
-                let dxhat = dyr[j] * w[j]
-                sumD += dxhat
-                sumDX += dxhat * (xr[j] - mu) * r
+        let w = weight.value.data, xs = x.data, dys = dy.data, dxs = inputGradient.data
+        let means = mean.data, rs = rstd.data
+        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+            for row in rows {
+                let xr = xs + row * c, dyr = dys + row * c, dxr = dxs + row * c
+                let mu = means[row], r = rs[row]
+                var sumD: Float = 0, sumDX: Float = 0
+                for j in 0..<c {
+                    let dxhat = dyr[j] * w[j]
+                    sumD += dxhat
+                    sumDX += dxhat * (xr[j] - mu) * r
+                }
+                let meanD = sumD / Float(c), meanDX = sumDX / Float(c)
+                for j in 0..<c { dxr[j] = r * (dyr[j] * w[j] - meanD - (xr[j] - mu) * r * meanDX) }
             }
-            let meanD = sumD / Float(c), meanDX = sumDX / Float(c)
-            for j in 0..<c {
-                let xhat = (xr[j] - mu) * r
-                dxr[j] = r * (dyr[j] * w[j] - meanD - xhat * meanDX)
-                dw?[j] += dyr[j] * xhat
-                db?[j] += dyr[j]
+        }
+        // The parameter gradients sum over rows: one pass, in row order.
+        let dw = weight.grad?.data, db = bias.grad?.data
+        if dw != nil || db != nil {
+            for row in 0..<n {
+                let xr = xs + row * c, dyr = dys + row * c, mu = means[row], r = rs[row]
+                for j in 0..<c {
+                    dw?[j] += dyr[j] * ((xr[j] - mu) * r)
+                    db?[j] += dyr[j]
+                }
             }
         }
         return inputGradient

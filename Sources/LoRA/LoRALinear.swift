@@ -130,11 +130,16 @@ public final class LoRAAdapter {
             let p = settings.dropout, keep = 1 / (1 - p)
             dropped.resize(x.shape)
             dropMask.resize(x.shape)
+            // The generator in a local: a stored property mutated per element costs an
+            // exclusivity check each time.
+            var generator = dropoutGenerator
+            let xs = x.data, mask = dropMask.data, out = dropped.data, drop = Float(p), keepScale = Float(keep)
             for i in 0..<x.count {
-                let m: Float = dropoutGenerator.nextUniform() < p ? 0 : keep
-                dropMask.data[i] = m
-                dropped.data[i] = x.data[i] * m
+                let m: Float = generator.nextUniform() < drop ? 0 : keepScale
+                mask[i] = m
+                out[i] = xs[i] * m
             }
+            dropoutGenerator = generator
             xd = dropped
         }
         lowRank.resize([n, r])
@@ -162,7 +167,8 @@ public final class LoRAAdapter {
         if usedDropout {
             droppedGradient.resize(x.shape)
             matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, a.value.data, ldb: inF, droppedGradient.data, ldc: inF)
-            for i in 0..<x.count { dx.data[i] += droppedGradient.data[i] * dropMask.data[i] }
+            let dxs = dx.data, g = droppedGradient.data, mask = dropMask.data
+            parallelChunks(x.count) { range in for i in range { dxs[i] += g[i] * mask[i] } }
         } else {
             matmul(m: n, n: inF, k: r, lowRankGradient.data, lda: r, a.value.data, ldb: inF, beta: 1, dx.data, ldc: inF)
         }

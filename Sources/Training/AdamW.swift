@@ -43,13 +43,17 @@ public final class AdamW {
         let lr = learningRate, decay = 1 - learningRate * weightDecay
         for (i, p) in parameters.enumerated() {
             guard let g = p.grad else { continue }
-            let w = p.value.data, m = firstMoments[i].data, v = secondMoments[i].data
-            for j in 0..<p.value.count {
-                let gj = g.data[j]
-                w[j] *= decay
-                m[j] = beta1 * m[j] + (1 - beta1) * gj
-                v[j] = beta2 * v[j] + (1 - beta2) * gj * gj
-                w[j] -= lr * (m[j] / correction1) / ((v[j] / correction2).squareRoot() + epsilon)
+            let w = p.value.data, m = firstMoments[i].data, v = secondMoments[i].data, gs = g.data
+            let beta1 = beta1, beta2 = beta2, epsilon = epsilon
+            // Elementwise, so splitting across the cores changes no result.
+            parallelChunks(p.value.count, minimumChunk: 65_536) { range in
+                for j in range {
+                    let gj = gs[j]
+                    w[j] *= decay
+                    m[j] = beta1 * m[j] + (1 - beta1) * gj
+                    v[j] = beta2 * v[j] + (1 - beta2) * gj * gj
+                    w[j] -= lr * (m[j] / correction1) / ((v[j] / correction2).squareRoot() + epsilon)
+                }
             }
         }
     }

@@ -24,12 +24,30 @@ public struct TrainingSummary: Sendable, Codable {
     public var finalTrainLoss: Double?
     public var bestValid: Double?
     public var skippedSteps: Int
+    /// Time in the training steps alone (no evaluation, no checkpoint writes).
+    public var trainSeconds: Double
+    /// Training sequences per second of `trainSeconds`.
+    public var examplesPerSecond: Double
+    /// The kept model (the best on validation, else the last) on each `--test` file.
+    public var tests: [TestResult]
 
     enum CodingKeys: String, CodingKey {
         case adapter, trainableParams = "trainable_params", allParams = "all_params", steps, seconds
         case tokensPerSecond = "tokens_per_second", peakRssBytes = "peak_rss_bytes", finalTrainLoss = "final_train_loss"
-        case bestValid = "best_valid", skippedSteps = "skipped_steps"
+        case bestValid = "best_valid", skippedSteps = "skipped_steps", trainSeconds = "train_seconds"
+        case examplesPerSecond = "examples_per_second", tests
     }
+}
+
+/// One held-out test set's result at the end of a run.
+public struct TestResult: Sendable, Codable {
+    public var file: String
+    public var examples: Int
+    public var loss: Double
+    public var accuracy: Double?
+    public var macroF1: Double?
+
+    enum CodingKeys: String, CodingKey { case file, examples, loss, accuracy, macroF1 = "macro_f1" }
 }
 
 /// A whole run: prepares the model (fresh LoRA adapter, full fine-tuning, or a checkpoint to
@@ -39,6 +57,7 @@ public final class TrainingSession {
     public let trainer: Trainer
     public let output: URL
     let valid: [Example]
+    let tests: [(name: String, examples: [Example])]
     let labels: [String]?
     let events: (TrainingEvent) -> Void
     var bestScore: Double?
@@ -46,12 +65,19 @@ public final class TrainingSession {
     var metrics: FileHandle?
     var trainLosses: [(step: Int, loss: Double)] = []
     var validLosses: [(step: Int, loss: Double)] = []
+    /// The trainable weights at the best evaluation, kept only when test sets need them and a
+    /// later step changed the weights.
+    var bestWeights: [Tensor]?
+    var weightsAreBest = false
 
+    /// - Parameter tests: held-out sets evaluated once at the end, on the kept model.
     public init(model: PretrainedModel, configuration: TrainingConfiguration, train: [Example], valid: [Example],
+                tests: [(name: String, examples: [Example])] = [],
                 padId: Int, output: URL, labels: [String]?, resume: URL?, events: @escaping (TrainingEvent) -> Void) throws {
         try configuration.validate()
         self.output = output
         self.valid = valid
+        self.tests = tests
         self.labels = labels
         self.events = events
         var state: TrainerState?
@@ -90,18 +116,21 @@ public final class TrainingSession {
         let fm = FileManager.default
         try fm.createDirectory(at: output, withIntermediateDirectories: true)
         let metricsURL = output.appendingPathComponent("metrics.jsonl")
-        if !fm.fileExists(atPath: metricsURL.path) { fm.createFile(atPath: metricsURL.path, contents: nil) }
+        if !fm.fileExists(atPath: metricsURL.path) { _ = fm.createFile(atPath: metricsURL.path, contents: nil) }
         metrics = try FileHandle(forWritingTo: metricsURL)
         try metrics?.seekToEnd()
         defer { try? metrics?.close() }
         let c = trainer.configuration
         let start = Date()
-        var tokens = 0
+        var tokens = 0, examples = 0, trainSeconds = 0.0
         var lastLoss: Double?
         var stopEarly = false
         while trainer.step < trainer.totalSteps && !stopEarly {
             let record = try trainer.trainStep()
+            weightsAreBest = weightsAreBest && record.skipped
             tokens += record.tokens
+            examples += record.examples
+            trainSeconds += record.seconds
             if !record.skipped { lastLoss = record.loss; trainLosses.append((record.step, record.loss)) }
             log(["type": "train", "step": record.step, "loss": record.loss, "lr": record.learningRate,
                  "grad_norm": record.gradientNorm, "tokens": record.tokens, "seconds": record.seconds, "skipped": record.skipped])
@@ -116,13 +145,34 @@ public final class TrainingSession {
         if valid.isEmpty || bestScore == nil { try saveAdapter() }
         try writeLossCurve()
         let seconds = Date().timeIntervalSince(start)
+        let peak = peakResidentBytes()   // of training, before the test sets
         let report = trainer.model.adaptable
         let (trainable, all) = report.parameterCounts
         return TrainingSummary(adapter: output.path, trainableParams: trainable, allParams: all, steps: trainer.step,
                                seconds: seconds, tokensPerSecond: Double(tokens) / max(seconds, 1e-9),
-                               peakRssBytes: peakResidentBytes(), finalTrainLoss: lastLoss, bestValid: bestScore.map { s in
+                               peakRssBytes: peak, finalTrainLoss: lastLoss, bestValid: bestScore.map { s in
                                    trainer.model.isClassifier ? s : -s },
-                               skippedSteps: trainer.skippedSteps)
+                               skippedSteps: trainer.skippedSteps, trainSeconds: trainSeconds,
+                               examplesPerSecond: Double(examples) / max(trainSeconds, 1e-9), tests: try runTests())
+    }
+
+    /// The test sets, on the weights that were saved: the best on validation (restored from the
+    /// in-memory copy when later steps changed them), else the last.
+    func runTests() throws -> [TestResult] {
+        guard !tests.isEmpty else { return [] }
+        if !valid.isEmpty && bestScore != nil && !weightsAreBest {
+            if let bestWeights {
+                for (p, best) in zip(trainer.optimizer.parameters, bestWeights) { p.value.copy(from: best) }
+            } else {
+                events(.message("note: the best weights were saved before this run resumed; the test sets see the last weights"))
+            }
+        }
+        return try tests.map { name, examples in
+            let r = try trainer.evaluate(examples)
+            events(.message("test \(name): " + (r.accuracy.map { String(format: "accuracy %.4f, macro-F1 %.4f", $0, r.macroF1 ?? 0) }
+                ?? String(format: "loss %.4f, perplexity %.2f", r.loss, r.perplexity)) + " over \(r.examples) examples"))
+            return TestResult(file: name, examples: r.examples, loss: r.loss, accuracy: r.accuracy, macroF1: r.macroF1)
+        }
     }
 
     /// Evaluates; saves the adapter when it is the best so far. Returns true to stop early.
@@ -139,6 +189,13 @@ public final class TrainingSession {
             bestScore = result.score
             evaluationsWithoutImprovement = 0
             try saveAdapter()
+            weightsAreBest = true
+            if !tests.isEmpty && trainer.step < trainer.totalSteps {
+                let parameters = trainer.optimizer.parameters
+                let copies = bestWeights ?? parameters.map { Tensor(shape: $0.value.shape) }
+                bestWeights = copies
+                for (copy, p) in zip(copies, parameters) { copy.copy(from: p.value) }
+            }
         } else {
             evaluationsWithoutImprovement += 1
         }

@@ -11,6 +11,8 @@ public struct StepRecord: Sendable, Codable {
     public var learningRate: Double
     public var gradientNorm: Double
     public var tokens: Int
+    /// Sequences in the step's micro-batches.
+    public var examples: Int
     public var seconds: Double
     public var skipped: Bool
 }
@@ -75,11 +77,12 @@ public final class Trainer {
         let start = DispatchTime.now().uptimeNanoseconds
         model.adaptable.setTraining(true)
         optimizer.zeroGradients()
-        var lossSum = 0.0, tokens = 0
+        var lossSum = 0.0, tokens = 0, examples = 0
         for _ in 0..<configuration.gradAccum {
             let (batch, labels, count) = batcher.next(padId: padId)
             lossSum += Double(try loss(batch, labels: labels, backward: true))
             tokens += count
+            examples += batch.batch
         }
         let loss = lossSum / Double(configuration.gradAccum)
         // Average the accumulated micro-batch gradients, then clip by global norm.
@@ -87,14 +90,13 @@ public final class Trainer {
         var squared = 0.0
         for p in optimizer.parameters {
             guard let g = p.grad else { continue }
-            for i in 0..<g.count {
-                g.data[i] /= accumulation
-                squared += Double(g.data[i]) * Double(g.data[i])
-            }
+            if configuration.gradAccum > 1 { scaleInPlace(g, by: 1 / accumulation) }
+            squared += sumOfSquares(g)
         }
         let norm = squared.squareRoot()
         let lr = configuration.learningRate(atStep: step, of: totalSteps)
-        var record = StepRecord(step: step + 1, loss: loss, learningRate: lr, gradientNorm: norm, tokens: tokens, seconds: 0, skipped: false)
+        var record = StepRecord(step: step + 1, loss: loss, learningRate: lr, gradientNorm: norm, tokens: tokens, examples: examples,
+                                seconds: 0, skipped: false)
         if !loss.isFinite || !norm.isFinite {
             consecutiveNonFinite += 1
             skippedSteps += 1
@@ -106,7 +108,7 @@ public final class Trainer {
             consecutiveNonFinite = 0
             if norm > configuration.maxGradNorm {
                 let scale = Float(configuration.maxGradNorm / norm)
-                for p in optimizer.parameters { if let g = p.grad { for i in 0..<g.count { g.data[i] *= scale } } }
+                for p in optimizer.parameters { if let g = p.grad { scaleInPlace(g, by: scale) } }
             }
             optimizer.learningRate = Float(lr)
             optimizer.update()
@@ -125,7 +127,8 @@ public final class Trainer {
     public static func evaluate(_ model: PretrainedModel, _ examples: [Example], batchSize: Int, padId: Int) throws -> EvaluationResult {
         model.adaptable.setTraining(false)
         defer { model.adaptable.setTraining(true) }
-        var batcher = Batcher(examples: examples, batchSize: batchSize, seed: 0, shuffle: false, bucketByLength: false)
+        // Length-sorted windows cut padding; the totals do not depend on the order.
+        var batcher = Batcher(examples: examples, batchSize: batchSize, seed: 0, shuffle: false, bucketByLength: true)
         var lossSum = 0.0, tokens = 0
         var confusion: [[Int]]? = nil
         for _ in 0..<batcher.batchesPerEpoch {

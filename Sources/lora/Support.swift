@@ -10,11 +10,12 @@ struct ModelOption: ParsableArguments {
         valueName: "model"))
     var model: String
 
-    /// Resolves (fetching a known model if needed, with progress on stderr) and loads it.
-    func load(labels: [String]? = nil) throws -> Pretrained {
+    /// Resolves (fetching a known model if needed, with progress on stderr) and loads it; `seed`
+    /// initialises a classifier head the checkpoint lacks.
+    func load(labels: [String]? = nil, seed: UInt64 = 0) throws -> Pretrained {
         let location = try ModelStore().resolve(model) { note($0) }
         let start = Date()
-        let pretrained = try Pretrained.load(location.url, labels: labels)
+        let pretrained = try Pretrained.load(location.url, seed: seed, labels: labels)
         note(String(format: "loaded %@ in %.2f s", location.url.lastPathComponent, Date().timeIntervalSince(start)))
         for name in pretrained.report.newlyInitialized { note("warning: \(name) was not in the checkpoint and is freshly initialised") }
         return pretrained

@@ -23,6 +23,8 @@ struct Train: ParsableCommand {
     @OptionGroup var model: ModelOption
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Validation data (JSONL), evaluated every --eval-every steps and at the end.") var valid: String?
+    @Option(help: ArgumentHelp("Held-out test data (JSONL), evaluated once at the end on the kept model (the best on --valid); repeatable.",
+                               valueName: "file")) var test: [String] = []
     @Option(help: "Output directory.") var output: String
     @Option(help: "A YAML or JSON file with training settings, keys as the flags in snake_case (flags override it).") var config: String?
     @Option(help: "causal-lm or classification.") var task: TrainingTask?
@@ -112,7 +114,7 @@ struct Train: ParsableCommand {
             let location = try ModelStore().resolve(model.model) { note($0) }
             tokenizer = try loadTokenizer(huggingFaceDirectory: location.url)
         } else {
-            let p = try model.load(labels: labels)
+            let p = try model.load(labels: labels, seed: settings.seed)
             loaded = p
             tokenizer = p.tokenizer
         }
@@ -121,7 +123,7 @@ struct Train: ParsableCommand {
                                                                chatTemplate: template, maxSequenceLength: settings.maxSeqLen,
                                                                labelMap: labels.map { LabelMap(labels: $0) })
         if labels == nil, let labelMap { labels = labelMap.labels }
-        let pretrained = try loaded ?? model.load(labels: labels)
+        let pretrained = try loaded ?? model.load(labels: labels, seed: settings.seed)
         let inLoss = settings.task == .causalLM ? ", \(trainReport.trainableTokens) in the loss" : ""
         note("data: \(trainReport.examples) examples (\(trainReport.format)), \(trainReport.tokens) tokens\(inLoss), \(trainReport.truncated) truncated to \(settings.maxSeqLen)")
         if trainReport.skipped > 0 { note("warning: \(trainReport.skipped) examples had no target left after truncation and were left out (lines \(trainReport.skippedLines.prefix(10).map(String.init).joined(separator: ", ")))") }
@@ -132,12 +134,19 @@ struct Train: ParsableCommand {
             validExamples = v
             note("validation: \(report.examples) examples, \(report.truncated) truncated")
         }
+        var testSets: [(name: String, examples: [Example])] = []
+        for file in test {
+            let (examples, report, _) = try Dataset.load(URL(fileURLWithPath: file), task: settings.task, tokenizer: pretrained.tokenizer,
+                                                         chatTemplate: template, maxSequenceLength: settings.maxSeqLen, labelMap: labelMap)
+            testSets.append((file, examples))
+            note("test \(file): \(report.examples) examples, \(report.truncated) truncated")
+        }
         switch pretrained.model {
         case .llama: guard settings.task == .causalLM else { throw CommandError("a Llama model trains with --task causal-lm") }
         case .bert: guard settings.task == .classification else { throw CommandError("a BERT model trains with --task classification") }
         }
         let progress = Progress(json: json)
-        let session = try TrainingSession(model: pretrained.model, configuration: settings, train: train, valid: validExamples,
+        let session = try TrainingSession(model: pretrained.model, configuration: settings, train: train, valid: validExamples, tests: testSets,
                                           padId: pretrained.tokenizer.padTokenId ?? pretrained.tokenizer.eosTokenId ?? 0,
                                           output: outputURL, labels: labels, resume: resumeURL, events: progress.handle)
         note(pretrained.model.adaptable.trainableParameterReport() + "; \(session.trainer.totalSteps) steps")

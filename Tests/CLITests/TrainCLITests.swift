@@ -47,10 +47,11 @@ struct TrainCLITests {
         let out = work.appendingPathComponent("run")
         let run = try CLITests.lora(["train", "--model", model.path, "--data", train.path, "--valid", valid.path, "--output", out.path,
                                      "--steps", "6", "--batch-size", "4", "--lr", "1e-2", "--eval-every", "3", "--save-every", "3",
-                                     "--rank", "4", "--json"])
+                                     "--rank", "4", "--test", valid.path, "--json"])
         #expect(run.status == 0, "\(run.stderr)")
         let summary = try run.json()
-        for key in ["adapter", "trainable_params", "steps", "seconds", "tokens_per_second", "peak_rss_bytes", "final_train_loss", "best_valid"] {
+        for key in ["adapter", "trainable_params", "steps", "seconds", "tokens_per_second", "peak_rss_bytes", "final_train_loss", "best_valid",
+                    "train_seconds", "examples_per_second", "tests"] {
             #expect(summary[key] != nil, "summary lacks \(key)")
         }
         #expect(summary["steps"] as? Int == 6)
@@ -66,6 +67,10 @@ struct TrainCLITests {
         let result = try eval.json()
         let loss = try #require(result["loss"] as? Double)
         #expect(abs(loss - (summary["best_valid"] as? Double ?? .nan)) < 1e-4, "eval loss \(loss) vs the training run's best validation")
+        // --test evaluated the kept adapter on the same file: the same loss as `lora eval`.
+        let tests = try #require(summary["tests"] as? [[String: Any]])
+        let testLoss = try #require(tests.first?["loss"] as? Double)
+        #expect(tests.count == 1 && abs(testLoss - loss) < 1e-4, "--test loss \(testLoss) vs lora eval \(loss)")
         #expect(result["perplexity"] as? Double != nil && result["tokens"] as? Int != nil)
 
         // Resume the last checkpoint and train two more steps.

@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import TestSupport
 import Testing
@@ -57,5 +58,52 @@ struct TensorTests {
         #expect(!a.isBitIdentical(to: b))
         #expect(a.isBitIdentical(to: a.clone()))
         #expect(!Tensor(shape: [2], values: [1, .nan]).isFinite)
+    }
+}
+
+@Suite("Parallel elementwise kernels")
+struct ParallelTests {
+    @Test func chunksCoverTheRangeExactlyOnce() {
+        for count in [0, 1, 7, 16_383, 16_384, 40_000, 100_001] {
+            let seen = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(count, 1))
+            defer { seen.deallocate() }
+            seen.initialize(repeating: 0)
+            let p = seen.baseAddress!
+            parallelChunks(count) { range in for i in range { p[i] += 1 } }
+            #expect(seen.prefix(count).allSatisfy { $0 == 1 }, "count \(count)")
+        }
+    }
+
+    @Test func sumOfSquaresIsTheNaiveSumAndDoesNotDependOnThreads() {
+        var g = SplitMix64(seed: 3)
+        let t = Tensor(shape: [300_001], generator: { g.nextGaussian() })
+        var naive = 0.0
+        for i in 0..<t.count { naive += Double(t.data[i]) * Double(t.data[i]) }
+        // The same fixed blocks, added in order on one thread: what any number of workers must give.
+        var blocks = 0.0
+        for start in stride(from: 0, to: t.count, by: 65_536) {
+            var s = 0.0
+            for i in start..<min(start + 65_536, t.count) { s += Double(t.data[i]) * Double(t.data[i]) }
+            blocks += s
+        }
+        let parallel = sumOfSquares(t)
+        print("sum of squares (\(parallelWorkers) workers): naive \(naive), blocks \(parallel), relative difference \(abs(parallel - naive) / naive)")
+        #expect(parallel == blocks)
+        #expect(abs(parallel - naive) / naive < 1e-12)
+    }
+}
+
+@Suite("Call-free exp")
+struct FastMathTests {
+    @Test func fastExpIsWithinAFewUlpsOfExp() {
+        var worst = 0.0
+        for i in 0...200_000 {
+            let x = Float(-87 + 175 * Double(i) / 200_000)
+            let exact = Foundation.exp(Double(x))
+            worst = max(worst, abs(Double(fastExp(x)) - exact) / exact)
+        }
+        print("fastExp on [-87, 88]: max relative error \(worst)")
+        #expect(worst < 3e-7)
+        #expect(fastExp(-200) >= 0 && fastExp(-200) < 1e-37 && fastExp(0) == 1)
     }
 }

@@ -184,3 +184,31 @@ struct TrainerModeTests {
         #expect(stopped.steps == 2, "early stopping after \(stopped.steps) steps")
     }
 }
+
+@Suite("Test sets at the end of a run")
+struct TestSetTests {
+    /// With the validation set also given as a test set, the test loss must be exactly the best
+    /// validation loss: the test sees the kept (best) weights even when later steps were worse.
+    @Test func testSetsSeeTheBestWeights() throws {
+        let out = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-tests-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        var c = TrainerTests.configuration()
+        c.steps = 6
+        c.learningRate = 0.5   // far too high: the loss gets worse after the first steps
+        c.warmup = 0
+        c.schedule = .constant
+        c.evalEvery = 1
+        let valid = TrainerTests.examples(6, seed: 8)
+        var evaluations: [(step: Int, loss: Double)] = []
+        let session = try TrainingSession(model: try TrainerTests.tinyLlama(), configuration: c, train: TrainerTests.examples(12, seed: 7),
+                                          valid: valid, tests: [("valid", valid)], padId: 0, output: out, labels: nil, resume: nil,
+                                          events: { if case let .evaluation(step, r, _) = $0 { evaluations.append((step, r.loss)) } })
+        let summary = try session.run()
+        let best = try #require(evaluations.min { $0.loss < $1.loss })
+        let test = try #require(summary.tests.first)
+        print("validation losses \(evaluations.map { String(format: "%.4f", $0.loss) }); best at step \(best.step); test loss \(test.loss)")
+        #expect(best.step < c.steps!, "the run should have got worse after its best step, to exercise the restore")
+        #expect(test.loss == best.loss)
+        #expect(summary.examplesPerSecond > 0 && summary.trainSeconds > 0 && summary.trainSeconds <= summary.seconds)
+    }
+}
