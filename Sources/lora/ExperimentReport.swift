@@ -207,7 +207,9 @@ struct ExperimentReport {
 
         """
         for method in methods {
-            if let run = runs.first(where: { $0.method == method.name }) { md += run.command + "\n" }
+            // Paths relative to the repository, as a reader would type them.
+            let here = FileManager.default.currentDirectoryPath + "/"
+            if let run = runs.first(where: { $0.method == method.name }) { md += run.command.replacingOccurrences(of: here, with: "") + "\n" }
         }
         return md + "```\n\n"
     }
