@@ -21,9 +21,6 @@ public final class RMSNorm {
         weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 }), trainable: trainable)
     }
 
-    /// Rows are independent: split them across the cores, ~16k elements at least per chunk.
-    private var rowsPerChunk: Int { max(1, 16_384 / dimension) }
-
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == dimension)
         input = x
@@ -31,7 +28,7 @@ public final class RMSNorm {
         output.resize(x.shape)
         rstd.resize([n])
         let w = weight.value.data, xs = x.data, ys = output.data, rs = rstd.data, eps = epsilon
-        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+        parallelRows(n, rowLength: c) { rows in
             for row in rows {
                 let xr = xs + row * c, yr = ys + row * c
                 var ss: Float = 0
@@ -50,7 +47,7 @@ public final class RMSNorm {
         let n = x.rowCount, c = dimension
         inputGradient.resize(x.shape)
         let w = weight.value.data, xs = x.data, dys = dy.data, dxs = inputGradient.data, rs = rstd.data
-        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+        parallelRows(n, rowLength: c) { rows in
             for row in rows {
                 let xr = xs + row * c, dyr = dys + row * c, dxr = dxs + row * c
                 let r = rs[row]
@@ -97,8 +94,6 @@ public final class LayerNorm {
 
     public var parameters: [Parameter] { [weight, bias] }
 
-    private var rowsPerChunk: Int { max(1, 16_384 / dimension) }
-
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == dimension)
         input = x
@@ -108,7 +103,7 @@ public final class LayerNorm {
         rstd.resize([n])
         let w = weight.value.data, b = bias.value.data, xs = x.data, ys = output.data
         let means = mean.data, rs = rstd.data, eps = epsilon
-        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+        parallelRows(n, rowLength: c) { rows in
             for row in rows {
                 let xr = xs + row * c, yr = ys + row * c
                 var sum: Float = 0
@@ -132,7 +127,7 @@ public final class LayerNorm {
         inputGradient.resize(x.shape)
         let w = weight.value.data, xs = x.data, dys = dy.data, dxs = inputGradient.data
         let means = mean.data, rs = rstd.data
-        parallelChunks(n, minimumChunk: rowsPerChunk) { rows in
+        parallelRows(n, rowLength: c) { rows in
             for row in rows {
                 let xr = xs + row * c, dyr = dys + row * c, dxr = dxs + row * c
                 let mu = means[row], r = rs[row]

@@ -48,7 +48,7 @@ struct AdapterCommand: ParsableCommand {
             let parameters = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
             var types: [String: Int] = [:]
             for e in file.entries.values { types[e.dtype.rawValue, default: 0] += 1 }
-            let bytes = (try? FileManager.default.attributesOfItem(atPath: weightsURL.path)[.size] as? Int) ?? 0
+            let bytes = fileSize(weightsURL)
             let targets: String = switch config.targets {
             case .names(let n): n.joined(separator: ", ")
             case .regex(let r): "regex \(r)"

@@ -201,10 +201,6 @@ struct PEFTResults: Decodable {
     var versions: [String: String]
 }
 
-func fileSize(_ url: URL) -> Int {
-    (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
-}
-
 func directorySize(_ url: URL) -> Int {
     let files = (try? FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil)) ?? []
     return files.reduce(0) { $0 + fileSize($1) }

@@ -22,6 +22,11 @@ struct ModelOption: ParsableArguments {
     }
 }
 
+/// A file's size in bytes; 0 when it cannot be read (sizes only go into reports).
+func fileSize(_ url: URL) -> Int {
+    (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+}
+
 /// Progress and diagnostics go to stderr, so stdout holds only the result.
 func note(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))

@@ -127,20 +127,15 @@ struct Train: ParsableCommand {
         let inLoss = settings.task == .causalLM ? ", \(trainReport.trainableTokens) in the loss" : ""
         note("data: \(trainReport.examples) examples (\(trainReport.format)), \(trainReport.tokens) tokens\(inLoss), \(trainReport.truncated) truncated to \(settings.maxSeqLen)")
         if trainReport.skipped > 0 { note("warning: \(trainReport.skipped) examples had no target left after truncation and were left out (lines \(trainReport.skippedLines.prefix(10).map(String.init).joined(separator: ", ")))") }
-        var validExamples: [Example] = []
-        if let valid {
-            let (v, report, _) = try Dataset.load(URL(fileURLWithPath: valid), task: settings.task, tokenizer: pretrained.tokenizer,
-                                                  chatTemplate: template, maxSequenceLength: settings.maxSeqLen, labelMap: labelMap)
-            validExamples = v
-            note("validation: \(report.examples) examples, \(report.truncated) truncated")
-        }
-        var testSets: [(name: String, examples: [Example])] = []
-        for file in test {
+        /// A validation or test file, tokenised and labelled as the training data.
+        func heldOut(_ file: String, _ what: String) throws -> [Example] {
             let (examples, report, _) = try Dataset.load(URL(fileURLWithPath: file), task: settings.task, tokenizer: pretrained.tokenizer,
                                                          chatTemplate: template, maxSequenceLength: settings.maxSeqLen, labelMap: labelMap)
-            testSets.append((file, examples))
-            note("test \(file): \(report.examples) examples, \(report.truncated) truncated")
+            note("\(what): \(report.examples) examples, \(report.truncated) truncated")
+            return examples
         }
+        let validExamples = try valid.map { try heldOut($0, "validation") } ?? []
+        let testSets = try test.map { (name: $0, examples: try heldOut($0, "test \($0)")) }
         switch pretrained.model {
         case .llama: guard settings.task == .causalLM else { throw CommandError("a Llama model trains with --task causal-lm") }
         case .bert: guard settings.task == .classification else { throw CommandError("a BERT model trains with --task classification") }
