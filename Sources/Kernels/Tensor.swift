@@ -69,6 +69,15 @@ public final class Tensor {
         count = newCount
     }
 
+    /// Exchanges the storage (and shape) of two tensors without copying: how blocks lend each
+    /// other their work buffers (`BufferPool`), so that only one block's worth exists at a time.
+    public func swapStorage(with other: Tensor) {
+        swap(&shape, &other.shape)
+        swap(&count, &other.count)
+        swap(&capacity, &other.capacity)
+        swap(&data, &other.data)
+    }
+
     /// Reinterprets the same elements with another shape of equal element count.
     public func reshape(_ newShape: [Int]) {
         precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")

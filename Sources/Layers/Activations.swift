@@ -15,13 +15,19 @@ public final class SwiGLU {
 
     public init() {}
 
+    public var activationBuffers: [Tensor] { [output] }
+    public var gradientBuffers: [Tensor] { [gateGradient, upGradient] }
+
     public func forward(gate: Tensor, up: Tensor) -> Tensor {
         precondition(gate.shape == up.shape)
         saved = (gate, up)
         output.resize(gate.shape)
-        for i in 0..<gate.count {
-            let g = gate.data[i]
-            output.data[i] = g / (1 + expf(-g)) * up.data[i]
+        let gs = gate.data, us = up.data, ys = output.data
+        parallelChunks(gate.count) { range in
+            for i in range {
+                let g = gs[i]
+                ys[i] = g / (1 + fastExp(-g)) * us[i]
+            }
         }
         return output
     }
@@ -31,10 +37,13 @@ public final class SwiGLU {
         precondition(dh.count == gate.count, "SwiGLU backward: dh \(dh.shape) for \(gate.shape)")
         gateGradient.resize(gate.shape)
         upGradient.resize(up.shape)
-        for i in 0..<gate.count {
-            let g = gate.data[i], s = 1 / (1 + expf(-g))
-            upGradient.data[i] = dh.data[i] * g * s
-            gateGradient.data[i] = dh.data[i] * up.data[i] * s * (1 + g * (1 - s))
+        let gs = gate.data, us = up.data, ds = dh.data, dg = gateGradient.data, du = upGradient.data
+        parallelChunks(gate.count) { range in
+            for i in range {
+                let g = gs[i], s = 1 / (1 + fastExp(-g))
+                du[i] = ds[i] * g * s
+                dg[i] = ds[i] * us[i] * s * (1 + g * (1 - s))
+            }
         }
         return (gateGradient, upGradient)
     }

@@ -39,6 +39,9 @@ public final class ScaledDotProductAttention {
     private let scratch = Tensor(shape: [0])          // [B, T, T] for dP, one per sequence
     private var saved: (q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int)?
 
+    public var activationBuffers: [Tensor] { [output, probabilities] }
+    public var gradientBuffers: [Tensor] { [queryGradient, keyGradient, valueGradient, scratch] }
+
     public init(heads: Int, kvHeads: Int, headDimension: Int) {
         precondition(kvHeads > 0 && heads % kvHeads == 0, "heads (\(heads)) must be a multiple of kv heads (\(kvHeads))")
         self.heads = heads

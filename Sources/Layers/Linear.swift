@@ -31,6 +31,9 @@ public final class Linear {
 
     public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 
+    /// Buffers written in the forward pass and read in the backward pass (see `BufferPool`).
+    public var activationBuffers: [Tensor] { [output] }
+
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == inFeatures, "Linear(\(inFeatures)→\(outFeatures)) got \(x.shape)")
         input = x

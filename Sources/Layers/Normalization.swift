@@ -15,6 +15,9 @@ public final class RMSNorm {
     private var input: Tensor?
     private let rstd = Tensor(shape: [0])   // [N]
 
+    public var activationBuffers: [Tensor] { [output, rstd] }
+    public var gradientBuffers: [Tensor] { [inputGradient] }
+
     public init(dimension: Int, epsilon: Float, trainable: Bool = false) {
         self.dimension = dimension
         self.epsilon = epsilon

@@ -112,6 +112,8 @@ public final class LoRAAdapter {
 
     public var parameters: [Parameter] { [a, b] }
     public var rank: Int { settings.rank }
+    var activationBuffers: [Tensor] { [lowRank, dropped, dropMask] }
+    var gradientBuffers: [Tensor] { [lowRankGradient, droppedGradient] }
     public var scale: Float { settings.scale }
 
     /// ΔW = s·B·A added into `w` ([out, in]) with an extra factor, in fp32.
@@ -218,6 +220,18 @@ public final class LoRALinear {
     public var inFeatures: Int { base.inFeatures }
     public var outFeatures: Int { base.outFeatures }
     public var output: Tensor { base.output }
+
+    /// Buffers of the forward pass that the backward pass reads: the base output and every
+    /// attached adapter's (see `BufferPool`).
+    public var activationBuffers: [Tensor] { base.activationBuffers + adapters.flatMap(\.adapter.activationBuffers) }
+    public var gradientBuffers: [Tensor] { adapters.flatMap(\.adapter.gradientBuffers) }
+
+    /// The dropout generators of the attached adapters: saved before a forward pass and
+    /// restored before recomputing it, so the recomputation draws the same masks.
+    public var dropoutStates: [SplitMix64] {
+        get { adapters.map(\.adapter.dropoutGenerator) }
+        set { for (pair, state) in zip(adapters, newValue) { pair.adapter.dropoutGenerator = state } }
+    }
 
     /// The first active adapter (the only one, in the common case).
     public var adapter: LoRAAdapter? { activeAdapters.first.flatMap { adapter(named: $0) } }

@@ -175,6 +175,10 @@ public final class LlamaAttention {
     }
 
     var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
+    var activationBuffers: [Tensor] { linearModules.flatMap(\.activationBuffers) + attention.activationBuffers }
+    var gradientBuffers: [Tensor] {
+        [contextGradient, inputGradient] + attention.gradientBuffers + linearModules.flatMap(\.gradientBuffers)
+    }
 }
 
 /// The SwiGLU MLP: out = down(silu(gate(x)) ⊙ up(x)).   x, out: [N, C], hidden: [N, I]
@@ -207,6 +211,10 @@ public final class LlamaMLP {
     }
 
     var linearModules: [LoRALinear] { [gateProj, upProj, downProj] }
+    var activationBuffers: [Tensor] { linearModules.flatMap(\.activationBuffers) + activation.activationBuffers }
+    var gradientBuffers: [Tensor] {
+        [hiddenGradient, inputGradient] + activation.gradientBuffers + linearModules.flatMap(\.gradientBuffers)
+    }
 }
 
 /// One pre-norm decoder block:
@@ -248,6 +256,23 @@ public final class LlamaDecoderLayer {
         return inputGradient
     }
 
+    /// The block's work buffers except `output` (the next block's input) and `inputGradient`
+    /// (the previous block's incoming gradient), which every block keeps for itself.
+    var activationBuffers: [Tensor] {
+        [hidden] + inputLayernorm.activationBuffers + selfAttn.activationBuffers
+            + postAttentionLayernorm.activationBuffers + mlp.activationBuffers
+    }
+    var gradientBuffers: [Tensor] {
+        [hiddenGradient] + inputLayernorm.gradientBuffers + selfAttn.gradientBuffers
+            + postAttentionLayernorm.gradientBuffers + mlp.gradientBuffers
+    }
+    var workBuffers: [Tensor] { activationBuffers + gradientBuffers }
+
+    var dropoutStates: [[SplitMix64]] {
+        get { (selfAttn.linearModules + mlp.linearModules).map(\.dropoutStates) }
+        set { for (m, s) in zip(selfAttn.linearModules + mlp.linearModules, newValue) { m.dropoutStates = s } }
+    }
+
     func namedParameters(_ index: Int) -> [(name: String, parameter: Parameter)] {
         let p = "model.layers.\(index)."
         return [(p + "input_layernorm.weight", inputLayernorm.weight),
@@ -268,6 +293,17 @@ public final class LlamaForCausalLM: AdaptableModel {
     let lossHead = ChunkedLMHeadLoss()
     /// Logits of the last `logits(_:)` call, [B, T, V].
     public let logitsOutput = Tensor(shape: [0])
+    /// One block's work buffers, lent to each block in turn: gradients always, activations too
+    /// when `recomputesActivations`.
+    let sharedBuffers = BufferPool()
+    /// Keep only each block's input in the forward pass of a training step and recompute the
+    /// block (same dropout masks) just before its backward pass: activation memory drops from one
+    /// set per block to one set in all, for about one more forward pass of compute.
+    public var recomputesActivations = false
+    /// What the backward pass needs to recompute the blocks: each block's input, the batch's
+    /// shape, positions and mask, and the dropout states before each block ran.
+    private var recomputation: (inputs: [Tensor], batch: Int, length: Int, positions: [Int], mask: AttentionMask,
+                                dropout: [[[SplitMix64]]])?
 
     public init(_ config: LlamaConfiguration) throws(ModelError) {
         try config.validate()
@@ -297,15 +333,28 @@ public final class LlamaForCausalLM: AdaptableModel {
     /// excludes the output layer).
     public func allLinearModulePaths(taskType: String?) -> Set<String> { Set(linearModules.map(\.name)) }
 
-    /// The final hidden states [B, T, C] after the last norm.
-    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
+    /// The final hidden states [B, T, C] after the last norm. `forBackward` with
+    /// `recomputesActivations` keeps what the backward pass needs to recompute each block.
+    public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false) throws(ModelError) -> Tensor {
         try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
         let mask = AttentionMask(causal: true, keyPadding: input.attentionMask)
         let positions = input.positions
         var x = embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length])
+        let recompute = forBackward && recomputesActivations
+        var inputs: [Tensor] = [], dropout: [[[SplitMix64]]] = []
         for layer in layers {
-            x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
+            if recompute {
+                inputs.append(x)
+                dropout.append(layer.dropoutStates)
+                let buffers = layer.workBuffers
+                sharedBuffers.lend(to: buffers)
+                x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
+                sharedBuffers.takeBack(from: buffers)
+            } else {
+                x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
+            }
         }
+        recomputation = recompute ? (inputs, input.batch, input.length, positions, mask, dropout) : nil
         return norm.forward(x)
     }
 
@@ -334,7 +383,7 @@ public final class LlamaForCausalLM: AdaptableModel {
         if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= config.vocabSize) }) {
             throw .invalidInput("label \(bad) outside the vocabulary 0..<\(config.vocabSize) (use -100 to ignore)")
         }
-        let h = try hiddenStates(input)
+        let h = try hiddenStates(input, forBackward: backward)
         let targets = Self.shiftedTargets(labels: labels, batch: input.batch, length: input.length)
         let (loss, _) = lossHead(h, head: lmHead, targets: targets, computeGradients: backward)
         if backward { backwardFromHidden(lossHead.inputGradient) }
@@ -343,7 +392,25 @@ public final class LlamaForCausalLM: AdaptableModel {
 
     private func backwardFromHidden(_ dHidden: Tensor) {
         var d = norm.backward(dHidden)
-        for layer in layers.reversed() { d = layer.backward(d) }
+        let saved = recomputation
+        recomputation = nil
+        for (i, layer) in layers.enumerated().reversed() {
+            if let saved {
+                let buffers = layer.workBuffers
+                sharedBuffers.lend(to: buffers)
+                let after = layer.dropoutStates
+                layer.dropoutStates = saved.dropout[i]
+                _ = layer.forward(saved.inputs[i], batch: saved.batch, length: saved.length, positions: saved.positions, mask: saved.mask)
+                layer.dropoutStates = after
+                d = layer.backward(d)
+                sharedBuffers.takeBack(from: buffers)
+            } else {
+                let buffers = layer.gradientBuffers
+                sharedBuffers.lend(to: buffers)
+                d = layer.backward(d)
+                sharedBuffers.takeBack(from: buffers)
+            }
+        }
         embedTokens.backward(d)
     }
 }

@@ -65,10 +65,7 @@ public final class Trainer {
 
     /// Mean loss of one batch; with `backward`, accumulates gradients.
     func loss(_ batch: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
-        switch model {
-        case .llama(let m): try m.loss(batch, labels: labels, backward: backward)
-        case .bert(let m): try m.loss(batch, labels: labels, backward: backward)
-        }
+        try model.loss(batch, labels: labels, backward: backward)
     }
 
     /// One optimizer step. Returns its record; a step whose loss or gradients are not finite is

@@ -12,6 +12,6 @@ struct Lora: ParsableCommand {
         fetched by name into the model store ($LORA_HOME, default ~/.cache/swift-lora).
         """,
         version: "swift-lora 0.1.0",
-        subcommands: [Quickstart.self, ModelsCommand.self, DataCommand.self, Train.self, Eval.self, AdapterCommand.self, Merge.self, Convert.self, Inspect.self, Tokenize.self, Score.self, Generate.self, Classify.self, Embed.self, ExperimentCommand.self]
+        subcommands: [Quickstart.self, Bench.self, ModelsCommand.self, DataCommand.self, Train.self, Eval.self, AdapterCommand.self, Merge.self, Convert.self, Inspect.self, Tokenize.self, Score.self, Generate.self, Classify.self, Embed.self, ExperimentCommand.self]
     )
 }

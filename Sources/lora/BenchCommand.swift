@@ -1,0 +1,269 @@
+import ArgumentParser
+import Foundation
+import Kernels
+import LoRA
+import Models
+import Training
+
+/// `lora bench train|infer`: the throughput and memory of one configuration on a real model,
+/// as one JSON object, so `Benchmarks/compare.sh` can put it beside PyTorch + PEFT measured in
+/// the same run. Inputs are random token ids (seeded): the speed of a step does not depend on
+/// the text.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure training or inference throughput and peak memory on a real model.",
+        subcommands: [BenchTrain.self, BenchInfer.self]
+    )
+}
+
+/// Seconds since this process started (kernel start time), so "time to first step" includes
+/// everything a user waits for: dynamic loading, model parsing, dequantisation.
+func secondsSinceProcessStart() -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+          let uptime = try? String(contentsOfFile: "/proc/uptime", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return .nan }
+    // Fields after the ")" of the command name start at field 3; starttime is field 22.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 19, let ticks = Double(fields[19]),
+          let now = Double(uptime.split(separator: " ").first ?? "") else { return .nan }
+    return now - ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+func median(of values: [Double]) -> Double {
+    let s = values.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// The machine's own sgemm throughput on a square 1024³ product: median of `repetitions`.
+func machineGEMMGFLOPS(repetitions: Int = 5) -> Double {
+    let n = 1024
+    let a = Tensor(shape: [n, n], generator: { 0.01 }), b = Tensor(shape: [n, n], generator: { 0.01 }), c = Tensor(shape: [n, n])
+    matmul(m: n, n: n, k: n, a.data, lda: n, b.data, ldb: n, c.data, ldc: n)   // warm-up
+    let times = (0..<repetitions).map { _ in
+        let start = monotonicSeconds()
+        matmul(m: n, n: n, k: n, a.data, lda: n, b.data, ldb: n, c.data, ldc: n)
+        return monotonicSeconds() - start
+    }
+    return 2 * Double(n * n * n) / median(of: times) / 1e9
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Time training steps (forward, backward, AdamW) on random tokens.",
+        discussion: """
+        Prints tokens/s and the median step time over the steps after the warm-up, the process's \
+        peak resident memory, the time from process start to the end of the first step, and the \
+        step's matrix-product FLOPs per second against the machine's own sgemm (1024³, measured \
+        after the steps). Everything goes to stdout as one JSON object with --json.
+        """
+    )
+
+    @OptionGroup var modelOption: ModelOption
+    @Option(help: "LoRA rank.") var rank = 8
+    @Option(help: "LoRA alpha.") var alpha = 16.0
+    @Option(help: "Modules to adapt, comma-separated, or 'all-linear' (default: q,k,v,o / BERT's attention).")
+    var targets: String?
+    @Flag(help: "Full fine-tuning: every weight trainable (for the memory and speed contrast).") var full = false
+    @Option(help: "Sequences per step.") var batchSize = 4
+    @Option(help: "Tokens per sequence.") var seqLen = 128
+    @Option(help: "Timed steps after the warm-up.") var steps = 10
+    @Option(help: "Untimed warm-up steps (buffers grow, caches fill).") var warmup = 2
+    @Option(help: "Storage of the frozen weights: fp32 (default), bf16, or q (keep the GGUF's quantised blocks).")
+    var precision: FrozenPrecision = .fp32
+    @Flag(help: "Recompute each block's activations in the backward pass instead of keeping them.")
+    var recompute = false
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func validate() throws {
+        guard batchSize > 0, seqLen > 1, steps > 0, warmup >= 0 else {
+            throw ValidationError("--batch-size, --steps must be positive, --seq-len at least 2, --warmup not negative")
+        }
+        if full && precision != .fp32 { throw ValidationError("--full trains every weight, so they stay fp32 (drop --precision)") }
+    }
+
+    func run() throws {
+        let pretrained = try modelOption.load(labels: ["negative", "positive"], seed: 0)
+        let model = pretrained.model.adaptable
+        var generator = SplitMix64(seed: 1234)
+        let vocabulary: Int
+        var labels: [Int] = []
+        switch pretrained.model {
+        case .llama(let llm): vocabulary = llm.config.vocabSize
+        case .bert(let bert): vocabulary = bert.config.vocabSize
+        }
+        let ids = (0..<batchSize * seqLen).map { _ in Int(generator.next() % UInt64(vocabulary)) }
+        if case .bert = pretrained.model { labels = (0..<batchSize).map { _ in Int(generator.next() % 2) } } else { labels = ids }
+        let batch = TokenBatch(batch: batchSize, length: seqLen, inputIds: ids)
+
+        if full {
+            for (_, p) in model.namedParameters { p.setTrainable(true) }
+        } else {
+            let defaultTargets = isClassifier(pretrained.model) ? ["query", "key", "value", "attention.output.dense"] : ["q_proj", "k_proj", "v_proj", "o_proj"]
+            let names = targets.map { $0.split(separator: ",").map(String.init) } ?? defaultTargets
+            var config = LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: names == ["all-linear"] ? .allLinear : .names(names))
+            config.taskType = isClassifier(pretrained.model) ? "SEQ_CLS" : "CAUSAL_LM"
+            _ = try model.addAdapter(named: "default", config: config, seed: 1)
+            try pretrained.model.compressFrozenWeights(to: precision)
+        }
+        pretrained.model.setActivationRecomputation(recompute)
+        model.setTraining(true)
+        let optimizer = AdamW(parameters: model.trainableParameters, learningRate: 1e-4)
+        let trainable = optimizer.parameters.reduce(0) { $0 + $1.value.count }
+
+        var stepTimes: [Double] = []
+        var firstStep = Double.nan
+        var losses: [Float] = []
+        for step in 0..<(warmup + steps) {
+            let start = monotonicSeconds()
+            optimizer.zeroGradients()
+            losses.append(try pretrained.model.loss(batch, labels: labels, backward: true))
+            optimizer.update()
+            let seconds = monotonicSeconds() - start
+            if step == 0 { firstStep = secondsSinceProcessStart() }
+            if step >= warmup { stepTimes.append(seconds) }
+            if !json { note(String(format: "step %d: %.0f ms, loss %.4f", step + 1, seconds * 1000, losses.last ?? .nan)) }
+        }
+        let stepMedian = median(of: stepTimes)
+        let flops = pretrained.model.trainingStepFLOPs(batch: batchSize, length: seqLen)
+        let machine = machineGEMMGFLOPS()
+        let result = BenchTrainResult(
+            model: modelOption.model, method: full ? "full" : "lora", precision: precision.rawValue,
+            recompute: recompute, batch_size: batchSize, seq_len: seqLen, steps: steps,
+            trainable_parameters: trainable, tokens_per_second: Double(batchSize * seqLen) / stepMedian,
+            step_seconds_median: stepMedian, peak_rss_bytes: peakResidentBytes(), time_to_first_step_seconds: firstStep,
+            step_gflop: flops / 1e9, gemm_gflops_achieved: flops / stepMedian / 1e9, machine_gemm_gflops: machine,
+            gemm_fraction: flops / stepMedian / 1e9 / machine, losses: losses.map(Double.init))
+        if json {
+            try printJSON(result)
+        } else {
+            print(String(format: "%@ %@ %@: %.0f tokens/s (step %.0f ms median of %d), peak %d MiB, first step after %.1f s, %.1f GFLOP/s = %.2f of sgemm (%.1f)",
+                         result.model, result.method, result.precision, result.tokens_per_second, stepMedian * 1000, steps,
+                         result.peak_rss_bytes >> 20, firstStep, result.gemm_gflops_achieved, result.gemm_fraction, machine))
+        }
+    }
+}
+
+struct BenchTrainResult: Codable {
+    var model: String
+    var method: String
+    var precision: String
+    var recompute: Bool
+    var batch_size: Int
+    var seq_len: Int
+    var steps: Int
+    var trainable_parameters: Int
+    var tokens_per_second: Double
+    var step_seconds_median: Double
+    var peak_rss_bytes: Int
+    var time_to_first_step_seconds: Double
+    var step_gflop: Double
+    var gemm_gflops_achieved: Double
+    var machine_gemm_gflops: Double
+    var gemm_fraction: Double
+    var losses: [Double]
+}
+
+struct BenchInfer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Time prefill and greedy decoding of a Llama-family model, with or without an adapter.",
+        discussion: """
+        Runs a random prompt of --prompt-tokens through the model (prefill), then decodes \
+        --new-tokens one at a time with the KV cache (end-of-sequence does not stop it), \
+        --repeats times; prints the medians. --random-adapter attaches a fresh r=8 adapter on \
+        q, k, v, o with non-zero B, for measuring the unmerged overhead without a trained adapter.
+        """
+    )
+
+    @OptionGroup var modelOption: ModelOption
+    @OptionGroup var adapterOptions: AdapterOptions
+    @Flag(help: "Attach a random r=8 adapter on q,k,v,o (unmerged unless --merge).") var randomAdapter = false
+    @Option(help: "Prompt length.") var promptTokens = 128
+    @Option(help: "Tokens decoded after the prompt.") var newTokens = 64
+    @Option(help: "Measured repetitions (after one warm-up).") var repeats = 3
+    @Option(help: "Storage of the frozen weights: fp32 (default), bf16, or q (the GGUF's quantised blocks).")
+    var precision: FrozenPrecision = .fp32
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+
+    func validate() throws {
+        guard promptTokens > 0, newTokens > 0, repeats > 0 else { throw ValidationError("--prompt-tokens, --new-tokens and --repeats must be positive") }
+    }
+
+    func run() throws {
+        let pretrained = try modelOption.load()
+        guard case .llama(let llm) = pretrained.model else { throw CommandError("bench infer needs a Llama-family model") }
+        try adapterOptions.apply(to: llm)
+        var merged = adapterOptions.merge
+        if randomAdapter {
+            var config = LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: .names(["q_proj", "k_proj", "v_proj", "o_proj"]))
+            config.taskType = "CAUSAL_LM"
+            _ = try llm.addAdapter(named: "bench", config: config, seed: 7)
+            var g = SplitMix64(seed: 8)
+            for (_, p) in llm.namedAdapterParameters where p.name == "lora_B" {
+                for i in 0..<p.value.count { p.value.data[i] = g.nextGaussian() * 0.01 }
+            }
+            if adapterOptions.merge {
+                do { try llm.mergeAdapters() } catch { throw CommandError(error.description) }
+            }
+        }
+        merged = merged && (randomAdapter || !adapterOptions.adapters.isEmpty)
+        try pretrained.model.compressFrozenWeights(to: precision)
+        llm.setTraining(false)
+        var generator = SplitMix64(seed: 99)
+        let prompt = (0..<promptTokens).map { _ in Int(generator.next() % UInt64(llm.config.vocabSize)) }
+        var prefill: [Double] = [], decode: [Double] = []
+        for run in 0...repeats {
+            let cache = llm.makeCache(capacity: promptTokens + newTokens)
+            var start = monotonicSeconds()
+            var logits = try llm.forwardCached(prompt, cache: cache)
+            let prefillSeconds = monotonicSeconds() - start
+            var sampler = Sampler()
+            start = monotonicSeconds()
+            for _ in 0..<newTokens {
+                let next = sampler.sample(logits.data, count: llm.config.vocabSize)
+                logits = try llm.forwardCached([next], cache: cache)
+            }
+            let decodeSeconds = monotonicSeconds() - start
+            if run > 0 {
+                prefill.append(prefillSeconds)
+                decode.append(decodeSeconds)
+            }
+        }
+        let adapted = randomAdapter || !adapterOptions.adapters.isEmpty
+        let result = BenchInferResult(
+            model: modelOption.model, variant: adapted ? (merged ? "merged" : "unmerged") : "base", precision: precision.rawValue,
+            prompt_tokens: promptTokens, new_tokens: newTokens, repeats: repeats,
+            prefill_tokens_per_second: Double(promptTokens) / median(of: prefill),
+            decode_tokens_per_second: Double(newTokens) / median(of: decode),
+            decode_ms_per_token: median(of: decode) / Double(newTokens) * 1000, peak_rss_bytes: peakResidentBytes())
+        if json {
+            try printJSON(result)
+        } else {
+            print(String(format: "%@ (%@, %@): prefill %.0f tokens/s, decode %.1f tokens/s (%.2f ms/token), peak %d MiB",
+                         result.model, result.variant, result.precision, result.prefill_tokens_per_second,
+                         result.decode_tokens_per_second, result.decode_ms_per_token, result.peak_rss_bytes >> 20))
+        }
+    }
+}
+
+struct BenchInferResult: Codable {
+    var model: String
+    var variant: String
+    var precision: String
+    var prompt_tokens: Int
+    var new_tokens: Int
+    var repeats: Int
+    var prefill_tokens_per_second: Double
+    var decode_tokens_per_second: Double
+    var decode_ms_per_token: Double
+    var peak_rss_bytes: Int
+}
+
+extension FrozenPrecision: ExpressibleByArgument {}
+
+func isClassifier(_ model: PretrainedModel) -> Bool { if case .bert = model { true } else { false } }
