@@ -1,4 +1,18 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Zero-filled storage for `count` floats from `calloc`: large blocks come straight from the
+/// kernel as zero pages, so memory that is never written (a weight that is loaded packed, a
+/// buffer sized for the longest batch) is never resident.
+@inline(__always)
+func zeroedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    guard let raw = calloc(max(count, 1), MemoryLayout<Float>.stride) else {
+        fatalError("out of memory allocating \(count) floats")
+    }
+    return raw.assumingMemoryBound(to: Float.self)
+}
 
 /// Counts the tensor buffers allocated while it is installed (see `Tensor.allocationTracker`).
 /// Training code is expected to allocate none in steady state; tests assert it structurally.
@@ -35,8 +49,7 @@ public final class Tensor {
         self.shape = shape
         self.count = count
         self.capacity = max(count, 1)
-        self.data = .allocate(capacity: capacity)
-        data.initialize(repeating: 0, count: capacity)
+        self.data = zeroedFloats(capacity)
         Self.allocationTracker?.record()
     }
 
@@ -51,7 +64,7 @@ public final class Tensor {
         for i in 0..<count { data[i] = generator() }
     }
 
-    deinit { data.deallocate() }
+    deinit { free(data) }
 
     /// Changes the shape; reallocates (contents lost) only when the capacity is too small.
     /// Elements are left as they were — callers overwrite or call `zero()`.
@@ -59,10 +72,9 @@ public final class Tensor {
         if newShape == shape { return }
         let newCount = newShape.reduce(1, *)
         if newCount > capacity {
-            data.deallocate()
+            free(data)
             capacity = newCount
-            data = .allocate(capacity: capacity)
-            data.initialize(repeating: 0, count: capacity)
+            data = zeroedFloats(capacity)
             Self.allocationTracker?.record()
         }
         shape = newShape
@@ -76,6 +88,15 @@ public final class Tensor {
         swap(&count, &other.count)
         swap(&capacity, &other.capacity)
         swap(&data, &other.data)
+    }
+
+    /// Gives the storage back (the tensor becomes empty): a weight that now lives packed.
+    public func releaseStorage() {
+        free(data)
+        shape = [0]
+        count = 0
+        capacity = 1
+        data = zeroedFloats(1)
     }
 
     /// Reinterprets the same elements with another shape of equal element count.

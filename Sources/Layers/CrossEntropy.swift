@@ -115,13 +115,11 @@ public final class ChunkedLMHeadLoss {
                 (chunkInput.data + r * c).update(from: x.data + rows[start + r] * c, count: c)
                 chunkTargets[r] = targets[rows[start + r]]
             }
-            matmul(transposeB: true, m: m, n: vocab, k: c, chunkInput.data, lda: c, head.value.data, ldb: c,
-                   chunkLogits.data, ldc: vocab)
+            head.multiplyTransposed(chunkInput.data, ldx: c, rows: m, into: chunkLogits.data, ldy: vocab)
             total += softmaxCrossEntropyRows(chunkLogits.data, rows: m, classes: vocab, targets: chunkTargets[0..<m],
                                              gradient: computeGradients ? chunkLogits.data : nil, gradScale: scale)
             guard computeGradients else { continue }
-            matmul(m: m, n: c, k: vocab, chunkLogits.data, lda: vocab, head.value.data, ldb: c,
-                   chunkInputGradient.data, ldc: c)
+            head.multiply(chunkLogits.data, lddy: vocab, rows: m, into: chunkInputGradient.data, lddx: c)
             for r in 0..<m {
                 (inputGradient.data + rows[start + r] * c).update(from: chunkInputGradient.data + r * c, count: c)
             }

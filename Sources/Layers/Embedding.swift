@@ -24,7 +24,7 @@ public final class Embedding {
         output.resize(shape + [dimension])
         for (n, id) in ids.enumerated() {
             precondition(id >= 0 && id < count, "token id \(id) outside 0..<\(count)")
-            (output.data + n * dimension).update(from: weight.value.data + id * dimension, count: dimension)
+            weight.copyRow(id, into: output.data + n * dimension)
         }
         return output
     }

@@ -40,10 +40,9 @@ public final class Linear {
         output.resize(x.shape.replacingLast(with: outFeatures))
         if let bias {
             for n in 0..<x.rowCount { (output.data + n * outFeatures).update(from: bias.value.data, count: outFeatures) }
-            matmul(x, transposedWeight: weight.value, into: output, beta: 1)
-        } else {
-            matmul(x, transposedWeight: weight.value, into: output)
         }
+        weight.multiplyTransposed(x.data, ldx: inFeatures, rows: x.rowCount, beta: bias == nil ? 0 : 1,
+                                  into: output.data, ldy: outFeatures)
         return output
     }
 
@@ -55,8 +54,7 @@ public final class Linear {
         precondition(input?.rowCount == n, "Linear backward: dy has \(n) rows, the forward input \(input?.rowCount ?? 0)")
         if let dx {
             precondition(dx.count == n * inFeatures, "dx \(dx.shape) for \(n)×\(inFeatures)")
-            matmul(m: n, n: inFeatures, k: outFeatures, dy.data, lda: outFeatures,
-                   weight.value.data, ldb: inFeatures, beta: accumulate ? 1 : 0, dx.data, ldc: inFeatures)
+            weight.multiply(dy.data, lddy: outFeatures, rows: n, beta: accumulate ? 1 : 0, into: dx.data, lddx: inFeatures)
         }
         if let dW = weight.grad {
             guard let x = input else { preconditionFailure("Linear backward before forward") }

@@ -48,6 +48,7 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
     case adapterAlreadyAttached(layer: String)
     case notMerged(layer: String)
     case nonFiniteMerge(layer: String)
+    case packedBase(layer: String, encoding: String)
 
     public var description: String {
         switch self {
@@ -59,6 +60,7 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
         case .adapterAlreadyAttached(let layer): "\(layer): an adapter is already attached (detach it first)"
         case .notMerged(let layer): "\(layer): the adapter is not merged"
         case .nonFiniteMerge(let layer): "\(layer): merging would produce non-finite weights; the base weight was left unchanged"
+        case let .packedBase(layer, encoding): "\(layer): the base weight is stored as \(encoding); merging needs it in fp32 (load the model with --precision fp32)"
         }
     }
 }
@@ -295,6 +297,7 @@ public final class LoRALinear {
     public func mergedWeight() throws(LoRAError) -> Tensor {
         let active = activeAdapters.compactMap { adapter(named: $0) }
         guard !active.isEmpty else { throw .noAdapter(layer: name) }
+        if let packed = base.weight.packed { throw .packedBase(layer: name, encoding: packed.encoding) }
         let w = (originalWeight ?? base.weight.value).clone()
         for adapter in active { adapter.addDelta(into: w) }
         guard w.isFinite else { throw .nonFiniteMerge(layer: name) }

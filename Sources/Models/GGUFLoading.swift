@@ -52,14 +52,16 @@ extension ModelLoader {
 
     /// Loads a GGUF Llama, dequantising every tensor to Float32 and undoing llama.cpp's Q/K row
     /// permutation, so the model is in Hugging Face layout and PEFT adapters apply unchanged.
-    public static func loadGGUF(_ url: URL) throws(ModelError) -> (PretrainedModel, LoadReport) {
+    public static func loadGGUF(_ url: URL, frozen: FrozenPrecision = .fp32) throws(ModelError) -> (PretrainedModel, LoadReport) {
         let gguf: GGUFFile
         do { gguf = try GGUFFile(url: url) } catch { throw .file(url, error) }
-        return try loadGGUF(gguf, url: url)
+        return try loadGGUF(gguf, url: url, frozen: frozen)
     }
 
-    /// The same, from a file already opened (its metadata also holds the tokenizer).
-    public static func loadGGUF(_ gguf: GGUFFile, url: URL) throws(ModelError) -> (PretrainedModel, LoadReport) {
+    /// The same, from a file already opened (its metadata also holds the tokenizer). With
+    /// `frozen` other than fp32, the block and embedding weights are stored packed straight from
+    /// the file: their Float32 copies are never resident.
+    public static func loadGGUF(_ gguf: GGUFFile, url: URL, frozen: FrozenPrecision = .fp32) throws(ModelError) -> (PretrainedModel, LoadReport) {
         let architecture = gguf.metadata["general.architecture"]?.string ?? "(none)"
         guard architecture == "llama" else {
             throw .unsupportedArchitecture("general.architecture '\(architecture)' in \(url.path) (supported: llama)")
@@ -80,8 +82,20 @@ extension ModelLoader {
         }
         try model.checkWeightShapes(shapes)
         var storedTypes: [String: String] = [:]
+        let packable = frozen == .fp32 ? [] : Set(PretrainedModel.llama(model).packableParameters.map(\.name))
         for (name, parameter) in model.namedParameters {
             guard let source = sources[name], let info = infos[source] else { continue }
+            storedTypes[source] = info.type.name
+            if frozen == .q && packable.contains(name) {
+                var order: (Int) -> Int = { $0 }
+                if name.hasSuffix("self_attn.q_proj.weight") {
+                    order = rotaryRowOrder(rows: info.rowCount, heads: config.numAttentionHeads)
+                } else if name.hasSuffix("self_attn.k_proj.weight") {
+                    order = rotaryRowOrder(rows: info.rowCount, heads: config.numKeyValueHeads)
+                }
+                do { parameter.pack(try packedBlocks(gguf, info, rowOrder: order)) } catch { throw .file(url, error) }
+                continue
+            }
             var tensor: Tensor
             do { tensor = try gguf.tensor(source) } catch { throw .file(url, error) }
             if name.hasSuffix("self_attn.q_proj.weight") {
@@ -89,8 +103,11 @@ extension ModelLoader {
             } else if name.hasSuffix("self_attn.k_proj.weight") {
                 tensor = unpermuteRotaryRows(tensor, heads: config.numKeyValueHeads)
             }
-            parameter.value.copy(from: tensor)
-            storedTypes[source] = info.type.name
+            if frozen == .bf16 && packable.contains(name) {
+                parameter.pack(.bf16(tensor))
+            } else {
+                parameter.value.copy(from: tensor)
+            }
         }
         var metadata: [String: String] = [:]
         for key in ["general.name", "general.architecture", "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre"] {

@@ -70,9 +70,8 @@ extension LlamaForCausalLM {
         let h = norm.forward(x)
         let rows = allLogits ? tokens.count : 1
         logitsOutput.resize([rows, config.vocabSize])
-        matmul(transposeB: true, m: rows, n: config.vocabSize, k: config.hiddenSize,
-               h.data + (tokens.count - rows) * config.hiddenSize, lda: config.hiddenSize,
-               lmHead.value.data, ldb: config.hiddenSize, logitsOutput.data, ldc: config.vocabSize)
+        lmHead.multiplyTransposed(h.data + (tokens.count - rows) * config.hiddenSize, ldx: config.hiddenSize, rows: rows,
+                                  into: logitsOutput.data, ldy: config.vocabSize)
         return logitsOutput
     }
 

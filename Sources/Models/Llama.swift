@@ -362,7 +362,7 @@ public final class LlamaForCausalLM: AdaptableModel {
     public func logits(_ input: TokenBatch) throws(ModelError) -> Tensor {
         let h = try hiddenStates(input)
         logitsOutput.resize([input.batch, input.length, config.vocabSize])
-        matmul(h, transposedWeight: lmHead.value, into: logitsOutput)
+        lmHead.multiplyTransposed(h.data, ldx: config.hiddenSize, rows: h.rowCount, into: logitsOutput.data, ldy: config.vocabSize)
         return logitsOutput
     }
 

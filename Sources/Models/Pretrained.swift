@@ -17,19 +17,23 @@ public struct Pretrained {
 
     /// Loads a `.gguf` file (tokenizer and template from its metadata) or a Hugging Face
     /// directory (`tokenizer.json` or `vocab.txt`, template from `tokenizer_config.json`).
-    public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> Pretrained {
+    /// `frozen` stores the frozen weights packed (bf16, or a GGUF file's own quantised blocks):
+    /// for LoRA training and inference only; such a model cannot be fully fine-tuned or merged.
+    public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil, frozen: FrozenPrecision = .fp32) throws(ModelError) -> Pretrained {
         if url.pathExtension.lowercased() == "gguf" {
             // One parse of the file serves the weights, the tokenizer and the template.
             let gguf: GGUFFile
             do { gguf = try GGUFFile(url: url) } catch { throw .file(url, error) }
-            let (model, report) = try ModelLoader.loadGGUF(gguf, url: url)
+            let (model, report) = try ModelLoader.loadGGUF(gguf, url: url, frozen: frozen)
             let tokenizer: any Tokenizer
             do { tokenizer = try ggufTokenizer(gguf) } catch { throw .file(url, error) }
             let template = gguf.metadata["tokenizer.chat_template"]?.string
             return Pretrained(model: model, tokenizer: tokenizer, chatTemplate: parseTemplate(template),
                               chatTemplateSource: template, report: report)
         }
+        if frozen == .q { throw .invalidInput("--precision q keeps a GGUF file's quantised blocks; \(url.lastPathComponent) is not a .gguf file") }
         let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)
+        try model.compressFrozenWeights(to: frozen)
         let tokenizer: any Tokenizer
         do { tokenizer = try loadTokenizer(huggingFaceDirectory: url) } catch { throw .file(url, error) }
         var template: String?

@@ -41,28 +41,3 @@ extension PretrainedModel {
         return flops
     }
 }
-
-/// How the frozen base weights are stored during LoRA training and inference.
-public enum FrozenPrecision: String, Sendable, CaseIterable {
-    /// Float32, as loaded.
-    case fp32
-    /// bfloat16 storage (half the memory); products in bf16 with fp32 accumulation.
-    case bf16
-    /// The GGUF file's own quantised blocks (QLoRA-style), decoded tile by tile inside products.
-    case q
-}
-
-extension PretrainedModel {
-    /// Re-stores every frozen linear weight in `precision`. Trainable weights stay fp32.
-    public func compressFrozenWeights(to precision: FrozenPrecision) throws(ModelError) {
-        guard precision == .fp32 else { throw .invalidInput("--precision \(precision.rawValue) is not implemented yet") }
-    }
-
-    /// Activation recomputation: keep only each block's input in the forward pass and recompute
-    /// the block's activations during the backward pass.
-    public func setActivationRecomputation(_ on: Bool) {
-        if case .llama(let m) = self { m.recomputesActivations = on }
-    }
-
-    public func setTraining(_ training: Bool) { adaptable.setTraining(training) }
-}

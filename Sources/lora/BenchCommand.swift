@@ -73,11 +73,10 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Tokens per sequence.") var seqLen = 128
     @Option(help: "Timed steps after the warm-up.") var steps = 10
     @Option(help: "Untimed warm-up steps (buffers grow, caches fill).") var warmup = 2
-    @Option(help: "Storage of the frozen weights: fp32 (default), bf16, or q (keep the GGUF's quantised blocks).")
-    var precision: FrozenPrecision = .fp32
-    @Flag(help: "Recompute each block's activations in the backward pass instead of keeping them.")
-    var recompute = false
+    @OptionGroup var memory: MemoryOptions
     @Flag(help: "Print one JSON object on stdout.") var json = false
+    var precision: FrozenPrecision { memory.precision }
+    var recompute: Bool { memory.recompute }
 
     func validate() throws {
         guard batchSize > 0, seqLen > 1, steps > 0, warmup >= 0 else {
@@ -87,7 +86,7 @@ struct BenchTrain: ParsableCommand {
     }
 
     func run() throws {
-        let pretrained = try modelOption.load(labels: ["negative", "positive"], seed: 0)
+        let pretrained = try modelOption.load(labels: ["negative", "positive"], seed: 0, precision: precision)
         let model = pretrained.model.adaptable
         var generator = SplitMix64(seed: 1234)
         let vocabulary: Int
@@ -108,7 +107,6 @@ struct BenchTrain: ParsableCommand {
             var config = LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: names == ["all-linear"] ? .allLinear : .names(names))
             config.taskType = isClassifier(pretrained.model) ? "SEQ_CLS" : "CAUSAL_LM"
             _ = try model.addAdapter(named: "default", config: config, seed: 1)
-            try pretrained.model.compressFrozenWeights(to: precision)
         }
         pretrained.model.setActivationRecomputation(recompute)
         model.setTraining(true)
@@ -181,24 +179,27 @@ struct BenchInfer: ParsableCommand {
     )
 
     @OptionGroup var modelOption: ModelOption
-    @OptionGroup var adapterOptions: AdapterOptions
+    @Option(name: .customLong("adapter"), help: ArgumentHelp("A PEFT adapter directory (repeatable, DIR:WEIGHT).", valueName: "dir[:weight]"))
+    var adapters: [String] = []
+    @Flag(help: "Merge the adapter(s) into the weights first.") var merge = false
     @Flag(help: "Attach a random r=8 adapter on q,k,v,o (unmerged unless --merge).") var randomAdapter = false
     @Option(help: "Prompt length.") var promptTokens = 128
     @Option(help: "Tokens decoded after the prompt.") var newTokens = 64
     @Option(help: "Measured repetitions (after one warm-up).") var repeats = 3
-    @Option(help: "Storage of the frozen weights: fp32 (default), bf16, or q (the GGUF's quantised blocks).")
+    @Option(help: "Storage of the frozen weights: fp32, bf16, or q (a GGUF file's quantised blocks); not with --merge.")
     var precision: FrozenPrecision = .fp32
     @Flag(help: "Print one JSON object on stdout.") var json = false
 
     func validate() throws {
         guard promptTokens > 0, newTokens > 0, repeats > 0 else { throw ValidationError("--prompt-tokens, --new-tokens and --repeats must be positive") }
+        if merge && adapters.isEmpty && !randomAdapter { throw ValidationError("--merge needs --adapter or --random-adapter") }
+        if merge && precision != .fp32 { throw ValidationError("--merge needs fp32 base weights (drop --precision)") }
     }
 
     func run() throws {
-        let pretrained = try modelOption.load()
+        let pretrained = try modelOption.load(precision: precision)
         guard case .llama(let llm) = pretrained.model else { throw CommandError("bench infer needs a Llama-family model") }
-        try adapterOptions.apply(to: llm)
-        var merged = adapterOptions.merge
+        try AdapterOptions.apply(adapters, merge: merge, to: llm)
         if randomAdapter {
             var config = LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: .names(["q_proj", "k_proj", "v_proj", "o_proj"]))
             config.taskType = "CAUSAL_LM"
@@ -207,12 +208,10 @@ struct BenchInfer: ParsableCommand {
             for (_, p) in llm.namedAdapterParameters where p.name == "lora_B" {
                 for i in 0..<p.value.count { p.value.data[i] = g.nextGaussian() * 0.01 }
             }
-            if adapterOptions.merge {
+            if merge {
                 do { try llm.mergeAdapters() } catch { throw CommandError(error.description) }
             }
         }
-        merged = merged && (randomAdapter || !adapterOptions.adapters.isEmpty)
-        try pretrained.model.compressFrozenWeights(to: precision)
         llm.setTraining(false)
         var generator = SplitMix64(seed: 99)
         let prompt = (0..<promptTokens).map { _ in Int(generator.next() % UInt64(llm.config.vocabSize)) }
@@ -234,9 +233,9 @@ struct BenchInfer: ParsableCommand {
                 decode.append(decodeSeconds)
             }
         }
-        let adapted = randomAdapter || !adapterOptions.adapters.isEmpty
+        let adapted = randomAdapter || !adapters.isEmpty
         let result = BenchInferResult(
-            model: modelOption.model, variant: adapted ? (merged ? "merged" : "unmerged") : "base", precision: precision.rawValue,
+            model: modelOption.model, variant: adapted ? (merge ? "merged" : "unmerged") : "base", precision: precision.rawValue,
             prompt_tokens: promptTokens, new_tokens: newTokens, repeats: repeats,
             prefill_tokens_per_second: Double(promptTokens) / median(of: prefill),
             decode_tokens_per_second: Double(newTokens) / median(of: decode),
@@ -263,7 +262,5 @@ struct BenchInferResult: Codable {
     var decode_ms_per_token: Double
     var peak_rss_bytes: Int
 }
-
-extension FrozenPrecision: ExpressibleByArgument {}
 
 func isClassifier(_ model: PretrainedModel) -> Bool { if case .bert = model { true } else { false } }

@@ -12,11 +12,14 @@ struct ModelOption: ParsableArguments {
 
     /// Resolves (fetching a known model if needed, with progress on stderr) and loads it; `seed`
     /// initialises a classifier head the checkpoint lacks.
-    func load(labels: [String]? = nil, seed: UInt64 = 0) throws -> Pretrained {
+    /// `precision` stores the frozen weights packed (see `FrozenPrecision`).
+    func load(labels: [String]? = nil, seed: UInt64 = 0, precision: FrozenPrecision = .fp32) throws -> Pretrained {
         let location = try ModelStore().resolve(model) { note($0) }
         let start = Date()
-        let pretrained = try Pretrained.load(location.url, seed: seed, labels: labels)
-        note(String(format: "loaded %@ in %.2f s", location.url.lastPathComponent, Date().timeIntervalSince(start)))
+        let pretrained = try Pretrained.load(location.url, seed: seed, labels: labels, frozen: precision)
+        let stored = precision == .fp32 ? "" : String(format: ", frozen weights %@ (%.0f MiB)", precision.rawValue,
+                                                      Double(pretrained.model.frozenWeightBytes) / 1_048_576)
+        note(String(format: "loaded %@ in %.2f s%@", location.url.lastPathComponent, Date().timeIntervalSince(start), stored))
         for name in pretrained.report.newlyInitialized { note("warning: \(name) was not in the checkpoint and is freshly initialised") }
         return pretrained
     }
@@ -44,4 +47,14 @@ func printJSON<T: Encodable>(_ value: T) throws {
 struct CommandError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension FrozenPrecision: ExpressibleByArgument {}
+
+/// `--precision` and `--recompute`, shared by the commands that train.
+struct MemoryOptions: ParsableArguments {
+    @Option(help: "Storage of the frozen base weights: fp32, bf16 (half the memory), or q (keep a GGUF file's quantised blocks, QLoRA-style). LoRA only.")
+    var precision: FrozenPrecision = .fp32
+    @Flag(help: "Recompute each block's activations in the backward pass instead of keeping them (less memory, about a third more compute).")
+    var recompute = false
 }

@@ -49,6 +49,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Full fine-tuning: train every weight instead of a LoRA adapter.") var full = false
     @Option(help: "Stop after this many evaluations without improvement.") var earlyStopping: Int?
     @Option(help: "Continue from a checkpoint directory (OUTPUT/checkpoints/step-…), or 'latest'.") var resume: String?
+    @OptionGroup var memory: MemoryOptions
     @Flag(help: "Print the summary as one JSON object on stdout (progress goes to stderr).") var json = false
 
     /// The settings: defaults, then the config file, then the flags.
@@ -91,6 +92,7 @@ struct Train: ParsableCommand {
         if let seed { c.seed = seed }
         if full { c.full = true }
         if let earlyStopping { c.earlyStoppingPatience = earlyStopping }
+        if c.full && memory.precision != .fp32 { throw ValidationError("--full trains every weight, so they stay fp32 (drop --precision)") }
         try c.validate()
         return c
     }
@@ -114,7 +116,7 @@ struct Train: ParsableCommand {
             let location = try ModelStore().resolve(model.model) { note($0) }
             tokenizer = try loadTokenizer(huggingFaceDirectory: location.url)
         } else {
-            let p = try model.load(labels: labels, seed: settings.seed)
+            let p = try model.load(labels: labels, seed: settings.seed, precision: memory.precision)
             loaded = p
             tokenizer = p.tokenizer
         }
@@ -123,7 +125,8 @@ struct Train: ParsableCommand {
                                                                chatTemplate: template, maxSequenceLength: settings.maxSeqLen,
                                                                labelMap: labels.map { LabelMap(labels: $0) })
         if labels == nil, let labelMap { labels = labelMap.labels }
-        let pretrained = try loaded ?? model.load(labels: labels, seed: settings.seed)
+        let pretrained = try loaded ?? model.load(labels: labels, seed: settings.seed, precision: memory.precision)
+        pretrained.model.setActivationRecomputation(memory.recompute)
         let inLoss = settings.task == .causalLM ? ", \(trainReport.trainableTokens) in the loss" : ""
         note("data: \(trainReport.examples) examples (\(trainReport.format)), \(trainReport.tokens) tokens\(inLoss), \(trainReport.truncated) truncated to \(settings.maxSeqLen)")
         if trainReport.skipped > 0 { note("warning: \(trainReport.skipped) examples had no target left after truncation and were left out (lines \(trainReport.skippedLines.prefix(10).map(String.init).joined(separator: ", ")))") }
