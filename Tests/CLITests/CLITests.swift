@@ -173,4 +173,26 @@ struct CLITests {
         let badOption = try Self.lora("generate", "--model", "smollm2-135m-instruct", "--prompt", "x", "--top-p", "2")
         #expect(badOption.status != 0)
     }
+
+    /// `lora bench train|infer --json` print the keys `Benchmarks/compare.sh` reads, with sane values.
+    @Test func benchTrainAndInferPrintTheirFigures() throws {
+        let train = try Self.lora("bench", "train", "--model", "smollm2-135m-instruct", "--batch-size", "1", "--seq-len", "8",
+                                  "--steps", "2", "--warmup", "0", "--precision", "q", "--recompute", "--json")
+        #expect(train.status == 0, "\(train.stderr)")
+        let t = try train.json()
+        for key in ["tokens_per_second", "step_seconds_median", "time_to_first_step_seconds", "gemm_gflops_achieved", "machine_gemm_gflops"] {
+            let value = try #require(t[key] as? Double, "\(key) missing")
+            #expect(value > 0 && value.isFinite, "\(key) = \(value)")
+        }
+        #expect((t["peak_rss_bytes"] as? Int ?? 0) > 0 && t["trainable_parameters"] as? Int == 30 * 8 * (576 * 2 + 576 + 192) * 2)
+        let losses = try #require(t["losses"] as? [Double])
+        #expect(losses.count == 2 && losses.allSatisfy(\.isFinite))
+        let infer = try Self.lora("bench", "infer", "--model", "smollm2-135m-instruct", "--prompt-tokens", "4", "--new-tokens", "2",
+                                  "--repeats", "1", "--random-adapter", "--json")
+        #expect(infer.status == 0, "\(infer.stderr)")
+        let i = try infer.json()
+        #expect(i["variant"] as? String == "unmerged" && (i["decode_tokens_per_second"] as? Double ?? 0) > 0)
+        let refused = try Self.lora("bench", "train", "--model", "smollm2-135m-instruct", "--full", "--precision", "bf16")
+        #expect(refused.status != 0 && refused.stderr.contains("fp32"))
+    }
 }
