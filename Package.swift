@@ -2,7 +2,7 @@
 import PackageDescription
 
 // The targets follow the architecture, bottom to top:
-//   CBLAS (OpenBLAS, C boundary) → Kernels (tensors, matmul, elementwise math)
+//   CBLAS (OpenBLAS, C boundary), CKernels (bf16 products) → Kernels (tensors, matmul, elementwise math)
 //   → Layers (forward + backward of every layer) → LoRA (the adapted linear layer)
 //   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece) → Models (Llama, BERT)
 //   → Training (optimizer) → ModelStore (known offline models) → lora (CLI).
@@ -23,7 +23,9 @@ let package = Package(
             path: "Sources/CBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        .target(name: "Kernels", dependencies: ["CBLAS"]),
+        // Hand-written C kernels where the BLAS has none (bf16 products with AVX512-BF16).
+        .target(name: "CKernels"),
+        .target(name: "Kernels", dependencies: ["CBLAS", "CKernels"]),
         .target(name: "Layers", dependencies: ["Kernels"]),
         .target(name: "LoRA", dependencies: ["Kernels", "Layers", "OrderedJSON"]),
         .target(name: "Formats", dependencies: ["Kernels"]),

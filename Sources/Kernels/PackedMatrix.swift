@@ -85,6 +85,15 @@ public final class PackedMatrix: @unchecked Sendable {
 
     /// Rows per tile: about 128 K floats (512 KiB, within L2), at least 16.
     var tileRows: Int { max(16, min(rows, 131_072 / max(columns, 1))) }
+
+    /// The encoded bytes (bf16 rows for the bf16 kernels).
+    var bytes: UnsafeRawPointer { UnsafeRawPointer(storage) }
+
+    /// Products in bf16 with the AVX512-BF16 kernels (activations rounded to bf16, fp32 sums)
+    /// rather than decoding tiles to fp32 for sgemm. On for bf16 storage when the CPU has the
+    /// instructions; `bf16Products = false` keeps bf16 storage with fp32 products.
+    public var bf16Products = true
+    var usesBF16Kernels: Bool { bf16Products && encoding == "BF16" && hasBF16Instructions }
 }
 
 /// bfloat16 bits of `x`: the high half of its binary32, rounded to nearest even.
@@ -100,6 +109,9 @@ public func bfloat16Bits(_ x: Float) -> UInt16 {
 /// then multiplied by sgemm into its columns of y.   ldx, ldy: row strides of x and y.
 public func matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposedPacked w: PackedMatrix,
                    beta: Float = 0, into y: UnsafeMutablePointer<Float>, ldy: Int) {
+    if w.usesBF16Kernels && w.columns % 2 == 0 {
+        return bf16Matmul(x, ldx: ldx, rows: n, transposed: w, beta: beta, into: y, ldy: ldy)
+    }
     let tile = w.tileRows
     let scratch = zeroedFloats(tile * w.columns)
     defer { free(scratch) }
@@ -115,6 +127,9 @@ public func matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposedP
 /// packed layer): tile by tile, each tile's product accumulated into dx.
 public func matmul(_ dy: UnsafePointer<Float>, lddy: Int, rows n: Int, packed w: PackedMatrix,
                    beta: Float = 0, into dx: UnsafeMutablePointer<Float>, lddx: Int) {
+    if w.usesBF16Kernels && w.rows % 2 == 0 {
+        return bf16Matmul(dy, lddy: lddy, rows: n, w, beta: beta, into: dx, lddx: lddx)
+    }
     let tile = w.tileRows
     let scratch = zeroedFloats(tile * w.columns)
     defer { free(scratch) }

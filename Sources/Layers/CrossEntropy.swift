@@ -14,40 +14,52 @@ public let ignoreIndex = -100
 /// `z` is [rows, classes] with row stride `classes`. If `dz` is given it may alias `z`
 /// (the gradient overwrites the logits row by row, so no second buffer of probabilities
 /// is ever materialised). Returns the summed loss (in Double) over the rows it counted.
+/// Rows are split across the cores; the total is summed in row order whatever the split.
 public func softmaxCrossEntropyRows(
     _ z: UnsafeMutablePointer<Float>, rows: Int, classes: Int, targets: ArraySlice<Int>,
     gradient dz: UnsafeMutablePointer<Float>?, gradScale: Float
 ) -> Double {
     precondition(targets.count == rows)
-    var total = 0.0
-    for (r, target) in targets.enumerated() {
-        let row = z + r * classes
-        let drow = dz.map { $0 + r * classes }
-        if target == ignoreIndex {
-            drow?.update(repeating: 0, count: classes)
-            continue
+    let targetList = Array(targets)
+    let losses = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(rows, 1))
+    defer { losses.deallocate() }
+    let lossPointer = losses.baseAddress!
+    parallelRows(rows, rowLength: classes) { range in
+        for r in range {
+            lossPointer[r] = softmaxCrossEntropyRow(z + r * classes, classes: classes, target: targetList[r],
+                                                    gradient: dz.map { $0 + r * classes }, gradScale: gradScale)
         }
-        precondition(target >= 0 && target < classes, "target \(target) outside 0..<\(classes)")
-        var maxValue = -Float.infinity
-        for j in 0..<classes { maxValue = max(maxValue, row[j]) }
-        let targetLogit = row[target]
-        var sum: Float = 0
-        if let drow {
-            // One exp per element: keep exp(z − max) in the gradient row, normalise after.
-            for j in 0..<classes {
-                let e = expf(row[j] - maxValue)
-                drow[j] = e
-                sum += e
-            }
-            let factor = gradScale / sum
-            for j in 0..<classes { drow[j] *= factor }
-            drow[target] -= gradScale
-        } else {
-            for j in 0..<classes { sum += expf(row[j] - maxValue) }
-        }
-        total += Double(maxValue + logf(sum) - targetLogit)
     }
-    return total
+    return losses.prefix(rows).reduce(0, +)
+}
+
+/// One row of `softmaxCrossEntropyRows`; returns its loss (0 for an ignored target).
+@inline(__always)
+func softmaxCrossEntropyRow(_ row: UnsafeMutablePointer<Float>, classes: Int, target: Int,
+                            gradient drow: UnsafeMutablePointer<Float>?, gradScale: Float) -> Double {
+    if target == ignoreIndex {
+        drow?.update(repeating: 0, count: classes)
+        return 0
+    }
+    precondition(target >= 0 && target < classes, "target \(target) outside 0..<\(classes)")
+    var maxValue = -Float.infinity
+    for j in 0..<classes { maxValue = max(maxValue, row[j]) }
+    let targetLogit = row[target]
+    var sum: Float = 0
+    if let drow {
+        // One exp per element: keep exp(z − max) in the gradient row, normalise after.
+        for j in 0..<classes {
+            let e = expf(row[j] - maxValue)
+            drow[j] = e
+            sum += e
+        }
+        let factor = gradScale / sum
+        for j in 0..<classes { drow[j] *= factor }
+        drow[target] -= gradScale
+    } else {
+        for j in 0..<classes { sum += expf(row[j] - maxValue) }
+    }
+    return Double(maxValue + logf(sum) - targetLogit)
 }
 
 /// Mean cross-entropy over the rows whose target is not ignored (for small heads such as a

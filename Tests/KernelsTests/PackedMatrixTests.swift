@@ -21,6 +21,7 @@ struct PackedMatrixTests {
         let rows = 40, columns = 9_000, n = 5
         let w = randomTensor([rows, columns], seed: 1, scale: 0.5)
         let packed = PackedMatrix.bf16(w)
+        packed.bf16Products = false   // decode tiles to fp32, sgemm
         let decoded = packed.unpacked()
         var worstRounding: Float = 0
         for i in 0..<w.count { worstRounding = max(worstRounding, abs(decoded[i] - w[i]) / max(abs(w[i]), 1e-30)) }
@@ -39,6 +40,41 @@ struct PackedMatrixTests {
         let backward = maxRelativeDifference(dx, dxExpected)
         print("packed bf16 products vs reference: forward \(forward), input gradient \(backward)")
         #expect(forward < 1e-4 && backward < 1e-4)
+    }
+
+    /// The AVX512-BF16 kernels against the reference on bf16-rounded operands (what they
+    /// compute): token counts on both paths (5: one dot per output; 37: 16-token groups, padded),
+    /// 42 weight rows (not a multiple of the 12-row micro-tile) and 1,000 columns (not a multiple
+    /// of the 32-column strip), with beta 0 and 1.
+    @Test(arguments: [5, 37])
+    func bf16KernelsMatchTheReferenceOnRoundedOperands(tokens n: Int) throws {
+        guard hasBF16Instructions else {
+            print("bf16 kernels: this CPU has no AVX512-BF16; the fp32 fallback is what runs (tested above)")
+            return
+        }
+        let rows = 42, columns = 1_000
+        let packed = PackedMatrix.bf16(randomTensor([rows, columns], seed: 6, scale: 0.5)), w = packed.unpacked()
+        func rounded(_ t: Tensor) -> Tensor {
+            let r = t.clone()
+            for i in 0..<r.count { r[i] = Float(bitPattern: UInt32(bfloat16Bits(r[i])) << 16) }
+            return r
+        }
+        for beta: Float in [0, 1] {
+            let x = randomTensor([n, columns], seed: 7), y = randomTensor([n, rows], seed: 8), expected = y.clone()
+            let xRounded = rounded(x)
+            matmulReference(transposeB: true, m: n, n: rows, k: columns, xRounded.data, lda: columns, w.data, ldb: columns,
+                            beta: beta, expected.data, ldc: rows)
+            matmul(x.data, ldx: columns, rows: n, transposedPacked: packed, beta: beta, into: y.data, ldy: rows)
+            let dy = randomTensor([n, rows], seed: 9), dx = randomTensor([n, columns], seed: 10), dxExpected = dx.clone()
+            let dyRounded = rounded(dy)
+            matmulReference(m: n, n: columns, k: rows, dyRounded.data, lda: rows, w.data, ldb: columns, beta: beta,
+                            dxExpected.data, ldc: columns)
+            matmul(dy.data, lddy: rows, rows: n, packed: packed, beta: beta, into: dx.data, lddx: columns)
+            let (forward, backward) = (maxRelativeDifference(y, expected), maxRelativeDifference(dx, dxExpected))
+            withExtendedLifetime((xRounded, dyRounded, w)) {}
+            print("bf16 kernels, \(n) tokens, beta \(beta): forward \(forward), input gradient \(backward)")
+            #expect(forward < 1e-5 && backward < 1e-5)
+        }
     }
 
     @Test func rowOrderAndRowLookup() {
