@@ -39,7 +39,7 @@ func gflops(_ flops: Double, _ seconds: Double) -> Double { flops / seconds / 1e
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 func fmt(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }
 
-print("swift-lora micro-benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS threads: \(matmulThreads), median of \(repetitions)")
+print("swift-lora micro-benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS threads: \(matmulThreads), \(blasConfiguration), median of \(repetitions)")
 
 // 1. The machine's own sgemm, on the shapes that dominate training and on a square reference.
 //    The square reference is measured again at the end; the ratios use the median of both runs.

@@ -68,8 +68,8 @@ func scaleInPlace(_ c: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld:
 /// Threads OpenBLAS may use (it defaults to one per core).
 public func setMatmulThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 public var matmulThreads: Int { Int(openblas_get_num_threads()) }
-/// OpenBLAS's build description (version, target, threading), for reports.
-public var blasConfiguration: String { String(cString: openblas_get_config()) }
+/// OpenBLAS's build description (version, target, threading) and the kernels it runs, for reports.
+public var blasConfiguration: String { "\(String(cString: openblas_get_config())), \(String(cString: openblas_get_corename())) kernels" }
 
 /// Tensor-level convenience: `y[N, out] = x[N, in] · Wᵀ` (+ beta·y), the shape of every Linear.
 public func matmul(_ x: Tensor, transposedWeight w: Tensor, into y: Tensor, alpha: Float = 1, beta: Float = 0) {
