@@ -130,6 +130,8 @@ def infer(args):
         model = get_peft_model(model, config)
         if args.variant == "merged":
             model = model.merge_and_unload()
+    if args.bf16:
+        model = model.to(torch.bfloat16)
     model.eval()
     g = torch.Generator().manual_seed(99)
     prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_tokens), generator=g)
@@ -150,7 +152,8 @@ def infer(args):
                 prefill.append(p)
                 decode.append(d)
     print(json.dumps({
-        "model": args.model, "variant": args.variant, "precision": "fp32", "prompt_tokens": args.prompt_tokens,
+        "model": args.model, "variant": args.variant, "precision": "bf16" if args.bf16 else "fp32",
+        "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens, "repeats": args.repeats,
         "prefill_tokens_per_second": args.prompt_tokens / statistics.median(prefill),
         "decode_tokens_per_second": args.new_tokens / statistics.median(decode),
@@ -179,6 +182,7 @@ def main():
     i.add_argument("--prompt-tokens", type=int, default=128)
     i.add_argument("--new-tokens", type=int, default=64)
     i.add_argument("--repeats", type=int, default=3)
+    i.add_argument("--bf16", action="store_true", help="run the whole model in bfloat16")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     train(args) if args.command == "train" else infer(args)

@@ -38,14 +38,20 @@ func median(of values: [Double]) -> Double {
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
-/// The machine's own sgemm throughput on a square 1024³ product: median of `repetitions`.
-func machineGEMMGFLOPS(repetitions: Int = 5) -> Double {
+/// The machine's own GEMM throughput for a precision on a square 1024³ product, median of
+/// `repetitions`: OpenBLAS's sgemm for fp32 (and for the quantised path, which decodes to fp32
+/// for sgemm); for bf16, the bf16 kernels when they run here (the BLAS has no bf16 GEMM).
+func machineGEMMGFLOPS(precision: FrozenPrecision = .fp32, repetitions: Int = 5) -> Double {
     let n = 1024
     let a = Tensor(shape: [n, n], generator: { 0.01 }), b = Tensor(shape: [n, n], generator: { 0.01 }), c = Tensor(shape: [n, n])
-    matmul(m: n, n: n, k: n, a.data, lda: n, b.data, ldb: n, c.data, ldc: n)   // warm-up
+    let packed = PackedMatrix.bf16(b)
+    let product: () -> Void = precision == .bf16 && hasBF16Instructions
+        ? { matmul(a.data, ldx: n, rows: n, transposedPacked: packed, into: c.data, ldy: n) }
+        : { matmul(m: n, n: n, k: n, a.data, lda: n, b.data, ldb: n, c.data, ldc: n) }
+    product()   // warm-up
     let times = (0..<repetitions).map { _ in
         let start = monotonicSeconds()
-        matmul(m: n, n: n, k: n, a.data, lda: n, b.data, ldb: n, c.data, ldc: n)
+        product()
         return monotonicSeconds() - start
     }
     return 2 * Double(n * n * n) / median(of: times) / 1e9
@@ -58,8 +64,9 @@ struct BenchTrain: ParsableCommand {
         discussion: """
         Prints tokens/s and the median step time over the steps after the warm-up, the process's \
         peak resident memory, the time from process start to the end of the first step, and the \
-        step's matrix-product FLOPs per second against the machine's own sgemm (1024³, measured \
-        after the steps). Everything goes to stdout as one JSON object with --json.
+        step's matrix-product FLOPs per second against the machine's own GEMM for the precision \
+        (1024³, measured after the steps: OpenBLAS's sgemm, or the bf16 kernels with \
+        --precision bf16). Everything goes to stdout as one JSON object with --json.
         """
     )
 
@@ -128,7 +135,7 @@ struct BenchTrain: ParsableCommand {
         }
         let stepMedian = median(of: stepTimes)
         let flops = pretrained.model.trainingStepFLOPs(batch: batchSize, length: seqLen)
-        let machine = machineGEMMGFLOPS()
+        let machine = machineGEMMGFLOPS(precision: precision)
         let result = BenchTrainResult(
             model: modelOption.model, method: full ? "full" : "lora", precision: precision.rawValue,
             recompute: recompute, batch_size: batchSize, seq_len: seqLen, steps: steps,
