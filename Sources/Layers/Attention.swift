@@ -97,7 +97,7 @@ public final class ScaledDotProductAttention {
         var sum: Float = 0
         for j in 0..<t {
             if j <= last && isVisible(j, mask, paddingOffset) {
-                let e = expf(row[j] - maxValue)
+                let e = fastExp(row[j] - maxValue)
                 row[j] = e
                 sum += e
             } else {
@@ -184,7 +184,7 @@ public func cachedCausalAttention(
             var maxValue = -Float.infinity
             for j in 0..<visible { maxValue = max(maxValue, row[j]) }
             var sum: Float = 0
-            for j in 0..<visible { let e = expf(row[j] - maxValue); row[j] = e; sum += e }
+            for j in 0..<visible { let e = fastExp(row[j] - maxValue); row[j] = e; sum += e }
             let inv = 1 / sum
             for j in 0..<visible { row[j] *= inv }
             for j in visible..<length { row[j] = 0 }

@@ -32,20 +32,22 @@ public final class RotaryEmbedding {
         }
     }
 
-    /// Grows the cos/sin tables to cover positions 0..<n (allocates only when n grows).
+    /// Grows the cos/sin tables to cover positions 0..<n, at least doubling, and computes only
+    /// the new positions (decoding asks for one more position per token).
     private func ensureTable(_ n: Int) {
         guard n > cachedPositions else { return }
-        let half = headDimension / 2
-        cosTable = [Float](repeating: 0, count: n * half)
-        sinTable = [Float](repeating: 0, count: n * half)
-        for p in 0..<n {
+        let half = headDimension / 2, first = cachedPositions
+        let count = max(n, 2 * cachedPositions, 64)
+        cosTable += [Float](repeating: 0, count: (count - first) * half)
+        sinTable += [Float](repeating: 0, count: (count - first) * half)
+        for p in first..<count {
             for i in 0..<half {
                 let angle = Float(p) * inverseFrequency[i]   // float32 product, as torch
                 cosTable[p * half + i] = Float(cos(Double(angle)))
                 sinTable[p * half + i] = Float(sin(Double(angle)))
             }
         }
-        cachedPositions = n
+        cachedPositions = count
     }
 
     /// Rotates every head of every row of `x` ([N, heads·D]) by its position; `inverse` rotates back.

@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure training or inference throughput and peak memory on a real model.",
-        subcommands: [BenchTrain.self, BenchInfer.self]
+        subcommands: [BenchTrain.self, BenchInfer.self, BenchReport.self]
     )
 }
 
@@ -32,7 +32,10 @@ func secondsSinceProcessStart() -> Double {
 
 func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-func median(of values: [Double]) -> Double {
+func median(of values: [Double]) -> Double { middle(values) }
+
+/// The median (mean of the two middle values for an even count); NaN for none.
+func middle(_ values: [Double]) -> Double {
     let s = values.sorted()
     guard !s.isEmpty else { return .nan }
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2

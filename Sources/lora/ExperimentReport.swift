@@ -236,11 +236,7 @@ struct ExperimentReport {
         let m = mean(x)
         return (x.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(x.count - 1)).squareRoot()
     }
-    static func median(_ x: [Double]) -> Double {
-        let s = x.sorted()
-        guard !s.isEmpty else { return .nan }
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
+    static func median(_ x: [Double]) -> Double { middle(x) }
     static func meanStd(_ x: [Double]) -> String { String(format: "%.2f ± %.2f", mean(x) * 100, std(x) * 100) }
     static func percent(_ x: Double) -> String { String(format: "%.2f", x * 100) }
     static func params(_ a: Aggregate) -> String {
