@@ -106,19 +106,22 @@ struct Generate: ParsableCommand {
     @Option(help: "Sample only among the k most likely tokens.") var topK: Int?
     @Option(help: "Sample only among the most likely tokens whose probabilities add up to p.") var topP: Float?
     @Option(help: "Seed of the sampler (the same seed gives the same text).") var seed: UInt64 = 0
+    @Option(help: "Storage of the frozen weights: fp32, bf16 (about 2.5× faster decoding with AVX512-BF16), or q (a GGUF file's quantised blocks, least memory). Not with --merge.")
+    var precision: FrozenPrecision = .fp32
     @Flag(help: "Print one JSON object: {\"ids\": [Int], \"text\": String} (generated tokens only).") var json = false
 
     struct Output: Encodable { let ids: [Int]; let text: String }
 
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
+        if precision != .fp32 && adapterOptions.merge { throw ValidationError("--merge needs fp32 base weights (drop --precision)") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
         if let topK, topK <= 0 { throw ValidationError("--top-k must be positive") }
         if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
     }
 
     func run() throws {
-        let pretrained = try model.load()
+        let pretrained = try model.load(precision: precision)
         guard case .llama(let llm) = pretrained.model else { throw CommandError("generate needs a causal language model (Llama family)") }
         try adapterOptions.apply(to: llm)
         llm.setTraining(false)
