@@ -3,7 +3,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test quickstart bench experiment-sentiment fixtures clean
+.PHONY: all deps build test quickstart bench compare experiment-sentiment fixtures clean
 
 all: build
 
@@ -32,6 +32,12 @@ quickstart: deps
 bench: deps
 	$(SWIFT) build -c release --product lora-bench
 	.build/release/lora-bench
+
+## compare: swift-lora beside PyTorch + PEFT on the same models and shapes (Benchmarks/compare.sh, 3 runs
+## per case alternately, about 30 min on 2 cores); writes the tables into docs/PERFORMANCE.md. Without the
+## reference venv the tables hold swift-lora's figures only.
+compare: deps
+	PYTHON=$(PYTHON) Benchmarks/compare.sh
 
 ## experiment-sentiment: LoRA vs full fine-tuning of all-MiniLM-L6-v2 on movie-review sentiment, 3 methods ×
 ## 3 seeds (about 40 min on 2 cores), with the PyTorch + PEFT reference on the same splits first when its
