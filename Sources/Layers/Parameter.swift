@@ -21,6 +21,8 @@ public final class Parameter {
 
     public var isTrainable: Bool { grad != nil }
     public var shape: [Int] { packed?.shape ?? value.shape }
+    /// Elements of the weight, however it is stored.
+    public var count: Int { shape.reduce(1, *) }
 
     /// Stores the (frozen) weight packed and releases its Float32 value.
     public func pack(_ matrix: PackedMatrix) {

@@ -229,7 +229,7 @@ extension AdaptableModel {
     /// Trainable parameters, and all parameters counted as PEFT counts them: the base weights,
     /// every adapter's matrices and the saved module copies.
     public var parameterCounts: (trainable: Int, all: Int) {
-        let base = namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+        let base = namedParameters.reduce(0) { $0 + $1.parameter.count }
         let lora = linearModules.reduce(0) { total, m in total + m.adapters.reduce(0) { $0 + $1.adapter.a.value.count + $1.adapter.b.value.count } }
         let copies = adapterRegistry.savedModules.values.reduce(0) { total, modules in total + modules.values.reduce(0) { $0 + $1.count } }
         return (trainableParameters.reduce(0) { $0 + $1.value.count }, base + lora + copies)

@@ -14,10 +14,11 @@ public enum FrozenPrecision: String, Sendable, CaseIterable {
 
 extension PretrainedModel {
     /// Every weight that may be stored packed: the 2-D weights of the blocks' linear modules and
-    /// the token embedding (with a Llama's LM head, tied or not). Norms, biases and classifier
-    /// heads stay fp32.
+    /// the token embedding (with a Llama's LM head, tied or not). Norms, biases and a BERT's
+    /// pooler and classifier stay fp32 (a classification run trains the head).
     var packableParameters: [(name: String, parameter: Parameter)] {
-        let linear = Set(adaptable.linearModules.map { ObjectIdentifier($0.base.weight) })
+        let linear = Set(adaptable.linearModules.filter { !$0.name.hasPrefix("classifier") && !$0.name.contains("pooler") }
+            .map { ObjectIdentifier($0.base.weight) })
         return adaptable.namedParameters.filter { name, p in
             linear.contains(ObjectIdentifier(p)) || name.hasSuffix("embed_tokens.weight") || name == "lm_head.weight"
                 || name.hasSuffix("word_embeddings.weight")

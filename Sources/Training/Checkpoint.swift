@@ -13,7 +13,7 @@ public struct BaseModelFingerprint: Sendable, Codable, Equatable {
 
     public init(_ model: PretrainedModel) {
         architecture = model.architecture
-        parameters = model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+        parameters = model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.count }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         configuration = switch model {

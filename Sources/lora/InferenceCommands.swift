@@ -31,7 +31,7 @@ struct Inspect: ParsableCommand {
         let config = (try? JSONDecoder().decode([String: JSONValue].self, from: configuration)) ?? [:]
         var types: [String: Int] = [:]
         for (_, type) in pretrained.report.storedTypes { types[type, default: 0] += 1 }
-        let parameters = pretrained.model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+        let parameters = pretrained.model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.count }
         let template: String = switch pretrained.chatTemplate {
         case .success(.chatML(let system)): system == nil ? "ChatML" : "ChatML with a default system prompt"
         case .failure(let error): error.description

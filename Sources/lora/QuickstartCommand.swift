@@ -82,7 +82,7 @@ struct Quickstart: ParsableCommand {
         print(String(format: "   exact match %d/%d = %.1f%% (base: %.1f%%)", after.correct, test.count, 100 * after.accuracy, 100 * before.accuracy))
         let adapterBytes = fileSize(adapterDir.appendingPathComponent("adapter_model.safetensors"))
         let baseBytes = fileSize(URL(fileURLWithPath: pretrained.report.source))
-        let parameters = llm.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+        let parameters = llm.namedParameters.reduce(0) { $0 + $1.parameter.count }
         print(String(format: "   adapter %.1f MB (%@) vs base model %.1f MB as shipped (Q4_1), %.1f MB in fp32",
                      Double(adapterBytes) / 1e6, adapterDir.path, Double(baseBytes) / 1e6, Double(parameters * 4) / 1e6))
 

@@ -77,6 +77,27 @@ struct MemoryModesTests {
         #expect(!packed.hasMergedAdapters)
     }
 
+    /// A BERT classifier with bf16 blocks: the pooler and the classifier stay fp32 (classification
+    /// training makes the head trainable), and LoRA training runs.
+    @Test func packedBERTKeepsItsHeadTrainable() throws {
+        let config = try BertConfiguration(vocabSize: 30, hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 4,
+                                           intermediateSize: 32, maxPositionEmbeddings: 8, numLabels: 3)
+        let model = try BertForSequenceClassification(config)
+        ModelBehaviourTests.randomise(model, seed: 300)
+        let pretrained = PretrainedModel.bert(model)
+        let parameterCount = model.namedParameters.reduce(0) { $0 + $1.parameter.count }
+        try pretrained.compressFrozenWeights(to: .bf16)
+        let packed = model.namedParameters.filter { $0.parameter.packed != nil }.map(\.name)
+        #expect(packed.count == 2 * 6 + 1, "packed: \(packed)")   // 6 linear weights per layer, word embeddings
+        #expect(!packed.contains { $0.hasPrefix("classifier") || $0.contains("pooler") })
+        // Counts (reports, checkpoint fingerprints) do not depend on the storage.
+        #expect(model.namedParameters.reduce(0) { $0 + $1.parameter.count } == parameterCount)
+        try model.addLoRA(targets: ["query", "value"], settings: LoRASettings(rank: 2, alpha: 4), seed: 1)
+        model.classifier.base.weight.setTrainable(true)
+        let loss = try model.loss(ModelBehaviourTests.batch, labels: [2, 0], backward: true)
+        #expect(loss.isFinite && (model.classifier.base.weight.grad?.scalars.contains { $0 != 0 } ?? false))
+    }
+
     /// SmolLM2 with its Q4_1 blocks kept (QLoRA-style) against transformers' log-probabilities:
     /// the same values as the fp32 load, decoded tile by tile.
     @Test func smolLM2WithQuantisedBlocksMatchesTransformers() throws {
