@@ -20,26 +20,28 @@ func bf16Matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposed w: 
     let k = w.columns, weights = w.bytes.assumingMemoryBound(to: UInt16.self)
     let blockRows = 12   // the kernel's micro-tile height; chunks are whole blocks
     if n < bf16SmallBatch {
-        let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: n * k)
-        defer { xb.deallocate() }
-        ck_rows_to_bf16(Int32(n), Int32(k), x, Int32(ldx), xb, 0, Int32(n))
-        let blocks = (w.rows + blockRows - 1) / blockRows
-        parallelChunks(blocks, minimumChunk: max(1, 16_384 / max(k, 1))) { range in
-            ck_bf16_xwt_small(Int32(n), Int32(k), xb, weights, Int32(range.lowerBound * blockRows),
-                              Int32(min(range.upperBound * blockRows, w.rows)), y, Int32(ldy), beta)
+        ScratchPool.shared.withScratch(bytes: 2 * n * k) { raw in
+            let xb = raw.assumingMemoryBound(to: UInt16.self)
+            ck_rows_to_bf16(Int32(n), Int32(k), x, Int32(ldx), xb, 0, Int32(n))
+            let blocks = (w.rows + blockRows - 1) / blockRows
+            parallelChunks(blocks, minimumChunk: max(1, 16_384 / max(k, 1))) { range in
+                ck_bf16_xwt_small(Int32(n), Int32(k), xb, weights, Int32(range.lowerBound * blockRows),
+                                  Int32(min(range.upperBound * blockRows, w.rows)), y, Int32(ldy), beta)
+            }
         }
         return
     }
     let groups = ((n + 15) / 16 + 1) / 2 * 2   // the kernel reads token groups in pairs
-    let packed = UnsafeMutablePointer<UInt32>.allocate(capacity: groups * 16 * (k / 2))
-    defer { packed.deallocate() }
-    parallelChunks(groups, minimumChunk: 2) { range in
-        ck_pack_tokens_bf16(Int32(n), Int32(k), x, Int32(ldx), packed, Int32(range.lowerBound), Int32(range.upperBound))
-    }
-    let blocks = (w.rows + blockRows - 1) / blockRows
-    parallelChunks(blocks, minimumChunk: 1) { range in
-        ck_bf16_xwt(Int32(n), Int32(k), packed, weights, Int32(range.lowerBound * blockRows),
-                    Int32(min(range.upperBound * blockRows, w.rows)), y, Int32(ldy), beta)
+    ScratchPool.shared.withScratch(bytes: 4 * groups * 16 * (k / 2)) { raw in
+        let packed = raw.assumingMemoryBound(to: UInt32.self)
+        parallelChunks(groups, minimumChunk: 2) { range in
+            ck_pack_tokens_bf16(Int32(n), Int32(k), x, Int32(ldx), packed, Int32(range.lowerBound), Int32(range.upperBound))
+        }
+        let blocks = (w.rows + blockRows - 1) / blockRows
+        parallelChunks(blocks, minimumChunk: 1) { range in
+            ck_bf16_xwt(Int32(n), Int32(k), packed, weights, Int32(range.lowerBound * blockRows),
+                        Int32(min(range.upperBound * blockRows, w.rows)), y, Int32(ldy), beta)
+        }
     }
 }
 
@@ -48,18 +50,19 @@ func bf16Matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposed w: 
 func bf16Matmul(_ dy: UnsafePointer<Float>, lddy: Int, rows n: Int, _ w: PackedMatrix, beta: Float,
                 into dx: UnsafeMutablePointer<Float>, lddx: Int) {
     let outF = w.rows, k = w.columns, weights = w.bytes.assumingMemoryBound(to: UInt16.self)
-    let dyb = UnsafeMutablePointer<UInt16>.allocate(capacity: max(n * outF, 1))
-    defer { dyb.deallocate() }
-    parallelRows(n, rowLength: outF) { range in
-        ck_rows_to_bf16(Int32(n), Int32(outF), dy, Int32(lddy), dyb, Int32(range.lowerBound), Int32(range.upperBound))
-    }
-    let blockColumns = 32
-    let blocks = (k + blockColumns - 1) / blockColumns
-    parallelChunks(blocks, minimumChunk: 1) { range in
-        // One 32-column strip of W, interleaved into pairs along the rows, per thread.
-        let strip = UnsafeMutableRawPointer.allocate(byteCount: max(64 * outF, 64), alignment: 64)
-        defer { strip.deallocate() }
-        ck_bf16_dyw(Int32(n), Int32(outF), Int32(k), dyb, weights, Int32(range.lowerBound * blockColumns),
-                    Int32(min(range.upperBound * blockColumns, k)), dx, Int32(lddx), beta, strip)
+    ScratchPool.shared.withScratch(bytes: 2 * n * outF) { raw in
+        let dyb = raw.assumingMemoryBound(to: UInt16.self)
+        parallelRows(n, rowLength: outF) { range in
+            ck_rows_to_bf16(Int32(n), Int32(outF), dy, Int32(lddy), dyb, Int32(range.lowerBound), Int32(range.upperBound))
+        }
+        let blockColumns = 32
+        let blocks = (k + blockColumns - 1) / blockColumns
+        parallelChunks(blocks, minimumChunk: 1) { range in
+            // One 32-column strip of W, interleaved into pairs along the rows, per thread.
+            ScratchPool.shared.withScratch(bytes: 64 * outF) { strip in
+                ck_bf16_dyw(Int32(n), Int32(outF), Int32(k), dyb, weights, Int32(range.lowerBound * blockColumns),
+                            Int32(min(range.upperBound * blockColumns, k)), dx, Int32(lddx), beta, strip)
+            }
+        }
     }
 }

@@ -113,13 +113,14 @@ public func matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposedP
         return bf16Matmul(x, ldx: ldx, rows: n, transposed: w, beta: beta, into: y, ldy: ldy)
     }
     let tile = w.tileRows
-    let scratch = zeroedFloats(tile * w.columns)
-    defer { free(scratch) }
-    for start in stride(from: 0, to: w.rows, by: tile) {
-        let count = min(tile, w.rows - start)
-        w.decodeRows(start..<(start + count), into: scratch)
-        matmul(transposeB: true, m: n, n: count, k: w.columns, x, lda: ldx, scratch, ldb: w.columns,
-               beta: beta, y + start, ldc: ldy)
+    ScratchPool.shared.withScratch(bytes: 4 * tile * w.columns) { raw in
+        let scratch = raw.assumingMemoryBound(to: Float.self)
+        for start in stride(from: 0, to: w.rows, by: tile) {
+            let count = min(tile, w.rows - start)
+            w.decodeRows(start..<(start + count), into: scratch)
+            matmul(transposeB: true, m: n, n: count, k: w.columns, x, lda: ldx, scratch, ldb: w.columns,
+                   beta: beta, y + start, ldc: ldy)
+        }
     }
 }
 
@@ -131,12 +132,13 @@ public func matmul(_ dy: UnsafePointer<Float>, lddy: Int, rows n: Int, packed w:
         return bf16Matmul(dy, lddy: lddy, rows: n, w, beta: beta, into: dx, lddx: lddx)
     }
     let tile = w.tileRows
-    let scratch = zeroedFloats(tile * w.columns)
-    defer { free(scratch) }
-    for start in stride(from: 0, to: w.rows, by: tile) {
-        let count = min(tile, w.rows - start)
-        w.decodeRows(start..<(start + count), into: scratch)
-        matmul(m: n, n: w.columns, k: count, dy + start, lda: lddy, scratch, ldb: w.columns,
-               beta: start == 0 ? beta : 1, dx, ldc: lddx)
+    ScratchPool.shared.withScratch(bytes: 4 * tile * w.columns) { raw in
+        let scratch = raw.assumingMemoryBound(to: Float.self)
+        for start in stride(from: 0, to: w.rows, by: tile) {
+            let count = min(tile, w.rows - start)
+            w.decodeRows(start..<(start + count), into: scratch)
+            matmul(m: n, n: w.columns, k: count, dy + start, lda: lddy, scratch, ldb: w.columns,
+                   beta: start == 0 ? beta : 1, dx, ldc: lddx)
+        }
     }
 }
