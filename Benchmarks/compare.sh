@@ -2,6 +2,7 @@
 # swift-lora beside PyTorch + PEFT on the same model files, shapes and machine, as ratios.
 #
 #     Benchmarks/compare.sh [--reps N] [--quick] [--python PATH] [--output docs/PERFORMANCE.md]
+#                           [--only REGEX]
 #
 # Every case runs `lora bench train|infer --json` and, when the reference venv exists,
 # Scripts/reference/bench_peft.py with the same settings, alternately, --reps times (default 3);
@@ -10,7 +11,8 @@
 # and compares the loss curves. Results go to .build/compare/results.jsonl; `lora bench report`
 # writes the ratio table, the targets, the commands and the machine into the generated block of
 # docs/PERFORMANCE.md (the rest of that file is kept). Run it on an otherwise idle machine: it
-# takes about half an hour with 3 repetitions.
+# takes about half an hour with 3 repetitions. --only REGEX runs just the matching cases (loss
+# curves: 'curve') and adds them to the existing results instead of starting over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +20,15 @@ REPS=3
 STEPS=10
 PYTHON=${PYTHON:-$HOME/venvs/swift-lora-ref/bin/python}
 OUTPUT=docs/PERFORMANCE.md
+ONLY=
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS=$2; shift 2 ;;
         --quick) REPS=1; STEPS=3; shift ;;
         --python) PYTHON=$2; shift 2 ;;
         --output) OUTPUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --only) ONLY=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -35,8 +39,8 @@ WORK=.build/compare
 mkdir -p "$WORK"
 RESULTS=$WORK/results.jsonl
 LOG=$WORK/log.txt
-: > "$RESULTS"
-: > "$LOG"
+if [ -z "$ONLY" ]; then : > "$RESULTS"; : > "$LOG"; fi
+selected() { [ -z "$ONLY" ] || [[ $1 =~ $ONLY ]]; }
 
 if [ -x "$PYTHON" ] && "$PYTHON" -c "import torch, peft, transformers" 2>/dev/null; then
     HAVE_PEFT=1
@@ -49,6 +53,7 @@ fi
 record() {
     local case=$1 impl=$2
     shift 2
+    selected "$case" || return 0
     echo "[$(date +%H:%M:%S)] $case / $impl: $*" | tee -a "$LOG" >&2
     local json
     if json=$("$@" 2>>"$LOG"); then
@@ -91,6 +96,8 @@ for rep in $(seq 1 "$REPS"); do
     peft infer-merged infer --model $SMOL --variant merged
     ours infer-bf16 infer --model $SMOL --precision bf16
     peft infer-bf16 infer --model $SMOL --bf16
+    # Base, unmerged and merged in turn in one process: the 2% and 10% targets need paired ratios.
+    ours infer-paired infer --model $SMOL --random-adapter --paired --repeats 5
 done
 
 # bf16 against fp32 over 200 steps of real text: the sentiment sentences as causal-LM data.
@@ -99,11 +106,13 @@ DATA=.cache/experiment-sentiment/data/train.jsonl
 CURVES=()
 for precision in fp32 bf16; do
     out=$WORK/curve-$precision
-    rm -rf "$out"
-    echo "[$(date +%H:%M:%S)] loss curve / $precision" >&2
-    "$LORA" train --model $SMOL --data "$DATA" --task causal-lm --steps 200 --batch-size 8 --lr 2e-4 \
-        --precision "$precision" --seed 0 --output "$out" --json >> "$LOG" 2>&1
-    CURVES+=(--curve "$precision=$out/metrics.jsonl")
+    if selected curve; then
+        rm -rf "$out"
+        echo "[$(date +%H:%M:%S)] loss curve / $precision" >&2
+        "$LORA" train --model $SMOL --data "$DATA" --task causal-lm --steps 200 --batch-size 8 --lr 2e-4 \
+            --precision "$precision" --seed 0 --output "$out" --json >> "$LOG" 2>&1
+    fi
+    [ -f "$out/metrics.jsonl" ] && CURVES+=(--curve "$precision=$out/metrics.jsonl")
 done
 
 "$LORA" bench report --results "$RESULTS" "${CURVES[@]}" --output "$OUTPUT"

@@ -184,7 +184,10 @@ struct BenchInfer: ParsableCommand {
         Runs a random prompt of --prompt-tokens through the model (prefill), then decodes \
         --new-tokens one at a time with the KV cache (end-of-sequence does not stop it), \
         --repeats times; prints the medians. --random-adapter attaches a fresh r=8 adapter on \
-        q, k, v, o with non-zero B, for measuring the unmerged overhead without a trained adapter.
+        q, k, v, o with non-zero B, for measuring the unmerged overhead without a trained adapter. \
+        --paired (with --random-adapter) measures the base model, the unmerged and the merged \
+        adapter in turn within each repetition, in one process, and reports the medians of the \
+        per-repetition latency ratios: on a noisy machine that is what resolves a 2% difference.
         """
     )
 
@@ -193,6 +196,7 @@ struct BenchInfer: ParsableCommand {
     var adapters: [String] = []
     @Flag(help: "Merge the adapter(s) into the weights first.") var merge = false
     @Flag(help: "Attach a random r=8 adapter on q,k,v,o (unmerged unless --merge).") var randomAdapter = false
+    @Flag(help: "With --random-adapter: base, unmerged and merged measured in turn, paired ratios.") var paired = false
     @Option(help: "Prompt length.") var promptTokens = 128
     @Option(help: "Tokens decoded after the prompt.") var newTokens = 64
     @Option(help: "Measured repetitions (after one warm-up).") var repeats = 3
@@ -204,6 +208,9 @@ struct BenchInfer: ParsableCommand {
         guard promptTokens > 0, newTokens > 0, repeats > 0 else { throw ValidationError("--prompt-tokens, --new-tokens and --repeats must be positive") }
         if merge && adapters.isEmpty && !randomAdapter { throw ValidationError("--merge needs --adapter or --random-adapter") }
         if merge && precision != .fp32 { throw ValidationError("--merge needs fp32 base weights (drop --precision)") }
+        if paired && (!randomAdapter || merge || !adapters.isEmpty || precision != .fp32) {
+            throw ValidationError("--paired needs --random-adapter, fp32 weights, and no --merge or --adapter (it merges in turn itself)")
+        }
     }
 
     func run() throws {
@@ -225,19 +232,10 @@ struct BenchInfer: ParsableCommand {
         llm.setTraining(false)
         var generator = SplitMix64(seed: 99)
         let prompt = (0..<promptTokens).map { _ in Int(generator.next() % UInt64(llm.config.vocabSize)) }
+        if paired { return try runPaired(llm, prompt: prompt) }
         var prefill: [Double] = [], decode: [Double] = []
         for run in 0...repeats {
-            let cache = llm.makeCache(capacity: promptTokens + newTokens)
-            var start = monotonicSeconds()
-            var logits = try llm.forwardCached(prompt, cache: cache)
-            let prefillSeconds = monotonicSeconds() - start
-            var sampler = Sampler()
-            start = monotonicSeconds()
-            for _ in 0..<newTokens {
-                let next = sampler.sample(logits.data, count: llm.config.vocabSize)
-                logits = try llm.forwardCached([next], cache: cache)
-            }
-            let decodeSeconds = monotonicSeconds() - start
+            let (prefillSeconds, decodeSeconds) = try measure(llm, prompt: prompt)
             if run > 0 {
                 prefill.append(prefillSeconds)
                 decode.append(decodeSeconds)
@@ -258,6 +256,67 @@ struct BenchInfer: ParsableCommand {
                          result.decode_tokens_per_second, result.decode_ms_per_token, result.peak_rss_bytes >> 20))
         }
     }
+}
+
+extension BenchInfer {
+    /// Seconds of the prefill and of `newTokens` greedy decoding steps.
+    func measure(_ llm: LlamaForCausalLM, prompt: [Int]) throws -> (prefill: Double, decode: Double) {
+        let cache = llm.makeCache(capacity: promptTokens + newTokens)
+        var start = monotonicSeconds()
+        var logits = try llm.forwardCached(prompt, cache: cache)
+        let prefill = monotonicSeconds() - start
+        var sampler = Sampler()
+        start = monotonicSeconds()
+        for _ in 0..<newTokens {
+            let next = sampler.sample(logits.data, count: llm.config.vocabSize)
+            logits = try llm.forwardCached([next], cache: cache)
+        }
+        return (prefill, monotonicSeconds() - start)
+    }
+
+    /// Base, unmerged and merged in turn in every repetition (after one warm-up round).
+    func runPaired(_ llm: LlamaForCausalLM, prompt: [Int]) throws {
+        var decode: [String: [Double]] = [:]
+        var mergedOverBase: [Double] = [], unmergedOverBase: [Double] = []
+        for round in 0...repeats {
+            try llm.setActiveAdapters([])
+            let base = try measure(llm, prompt: prompt).decode
+            try llm.setActiveAdapters(["bench"])
+            let unmerged = try measure(llm, prompt: prompt).decode
+            do { try llm.mergeAdapters() } catch { throw CommandError(error.description) }
+            let merged = try measure(llm, prompt: prompt).decode
+            do { try llm.unmergeAdapters() } catch { throw CommandError(error.description) }
+            guard round > 0 else { continue }
+            decode["base", default: []].append(base)
+            decode["unmerged", default: []].append(unmerged)
+            decode["merged", default: []].append(merged)
+            mergedOverBase.append(merged / base)
+            unmergedOverBase.append(unmerged / base)
+        }
+        let perSecond = { (key: String) in Double(newTokens) / median(of: decode[key] ?? []) }
+        let result = BenchPairedResult(
+            model: modelOption.model, prompt_tokens: promptTokens, new_tokens: newTokens, repeats: repeats,
+            decode_tokens_per_second_base: perSecond("base"), decode_tokens_per_second_unmerged: perSecond("unmerged"),
+            decode_tokens_per_second_merged: perSecond("merged"), merged_over_base: median(of: mergedOverBase),
+            unmerged_over_base: median(of: unmergedOverBase), peak_rss_bytes: peakResidentBytes())
+        if json { return try printJSON(result) }
+        print(String(format: "%@: decode %.1f (base), %.1f (unmerged), %.1f (merged) tokens/s; latency merged/base %.3f, unmerged/base %.3f (paired medians of %d)",
+                     result.model, result.decode_tokens_per_second_base, result.decode_tokens_per_second_unmerged,
+                     result.decode_tokens_per_second_merged, result.merged_over_base, result.unmerged_over_base, repeats))
+    }
+}
+
+struct BenchPairedResult: Codable {
+    var model: String
+    var prompt_tokens: Int
+    var new_tokens: Int
+    var repeats: Int
+    var decode_tokens_per_second_base: Double
+    var decode_tokens_per_second_unmerged: Double
+    var decode_tokens_per_second_merged: Double
+    var merged_over_base: Double
+    var unmerged_over_base: Double
+    var peak_rss_bytes: Int
 }
 
 struct BenchInferResult: Codable {

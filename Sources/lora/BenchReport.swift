@@ -198,8 +198,10 @@ struct BenchTables {
     }
 
     func targets() -> String {
-        var md = "### Targets (issue 7)\n\n| Target | Measured | Met? |\n|---|---|---|\n"
-        func row(_ target: String, _ measured: String, _ ok: Bool?) { md += "| \(target) | \(measured) | \(met(ok)) |\n" }
+        var md = "### Targets (issue 7)\n\n| Target | Measured | Met? | Why, when missed |\n|---|---|---|---|\n"
+        func row(_ target: String, _ measured: String, _ ok: Bool?, why: String = "") {
+            md += "| \(target) | \(measured) | \(met(ok)) | \(ok == false ? why : "") |\n"
+        }
         let tps = { (c: String, i: String) in runs.median(c, i, "tokens_per_second") }
         let rss = { (c: String, i: String) in runs.median(c, i, "peak_rss_bytes") }
         let speed = ratio(tps("lora-qkvo", "swift-lora"), tps("lora-qkvo", "peft"))
@@ -211,31 +213,43 @@ struct BenchTables {
         let bf16VsFP32 = ratio(tps("lora-qkvo-bf16", "swift-lora"), tps("lora-qkvo", "peft"))
         row("2. bf16 tokens/s ≥ 2× PEFT fp32", r(bf16VsFP32), bf16VsFP32.map { $0 >= 2 })
         let bf16VsAutocast = ratio(tps("lora-qkvo-bf16", "swift-lora"), tps("lora-qkvo-bf16", "peft-autocast"))
-        row("2. bf16 tokens/s ≥ 1.2× PEFT autocast bf16", r(bf16VsAutocast), bf16VsAutocast.map { $0 >= 1.2 })
+        row("2. bf16 tokens/s ≥ 1.2× PEFT autocast bf16", r(bf16VsAutocast), bf16VsAutocast.map { $0 >= 1.2 },
+            why: "the bf16 kernels run near their peak (440–490 GFLOP/s per core), but the rest of the step is not bf16: attention's 128×128 products stay on OpenBLAS sgemm (~10% of `perf` samples), the LM head's softmax over 49,152 classes ~5%, the elementwise layers; autocast runs attention in bf16 too. Next lever: attention in the bf16 kernels")
         let curve = curveDifference
         row("2. bf16 loss curve within 1% of fp32 over 200 steps", curve.map { String(format: "%.2f%% (20-step means)", 100 * $0.smoothed) } ?? "–", curve.map { $0.smoothed <= 0.01 })
         let q = rss("qlora-recompute", "swift-lora"), qPlain = rss("qlora", "swift-lora")
         row("3. QLoRA-style training of SmolLM2 at 4×128 within 400 MB", "\(mib(q)) with recomputation (\(mib(qPlain)) without)", q.map { $0 <= 400 * 1_048_576 })
         for (label, key) in [("fp32", "lora-qkvo"), ("bf16 + recomputation", "lora-qkvo-bf16-recompute")] {
             let s = ratio(tps(key, "swift-lora"), tps("full", "swift-lora")), m = ratio(rss(key, "swift-lora"), rss("full", "swift-lora"))
-            row("4. LoRA (\(label)) vs full fine-tuning: ≥ 1.6× tokens/s", r(s), s.map { $0 >= 1.6 })
-            row("4. LoRA (\(label)) vs full fine-tuning: ≤ 1/3 peak memory", r(m), m.map { $0 <= 1.0 / 3 })
+            row("4. LoRA (\(label)) vs full fine-tuning: ≥ 1.6× tokens/s", r(s), s.map { $0 >= 1.6 },
+                why: "in fp32 a LoRA step does 2/3 of full fine-tuning's matrix work (no weight gradients: 4·N·W against 6·N·W) and both run at ~0.73 of sgemm, so the ceiling is ~1.5× plus full fine-tuning's AdamW over 135 M weights")
+            row("4. LoRA (\(label)) vs full fine-tuning: ≤ 1/3 peak memory", r(m), m.map { $0 <= 1.0 / 3 },
+                why: "at 512 tokens per step, activations (~18 MB per block × 30) and the 540 MB of fp32 frozen weights dominate, not gradients and optimizer state (the paper's 2/3 is for GPT-3, where the weights dominate); recomputation or bf16 / quantised frozen weights meet it")
         }
+        // Latency ratios from the paired runs (base, unmerged, merged in turn in one process);
+        // the separate processes' medians are shown beside them.
         let ms = { (c: String) in runs.median(c, "swift-lora", "decode_ms_per_token") }
-        let merged = ratio(ms("infer-merged"), ms("infer-base"))
-        row("5. merged decode latency within 2% of the base model's (no slower than 1.02×)", merged.map { String(format: "%+.1f%%", 100 * ($0 - 1)) } ?? "–", merged.map { $0 <= 1.02 })
-        let unmerged = ratio(ms("infer-unmerged"), ms("infer-base"))
-        row("5. unmerged LoRA decode overhead ≤ 10%", unmerged.map { String(format: "%+.1f%%", 100 * ($0 - 1)) } ?? "–", unmerged.map { $0 <= 1.10 })
+        let separateMerged = ratio(ms("infer-merged"), ms("infer-base")), separateUnmerged = ratio(ms("infer-unmerged"), ms("infer-base"))
+        let pairedMerged = runs.median("infer-paired", "swift-lora", "merged_over_base")
+        let pairedUnmerged = runs.median("infer-paired", "swift-lora", "unmerged_over_base")
+        func percent(_ x: Double?) -> String { x.map { String(format: "%+.1f%%", 100 * ($0 - 1)) } ?? "–" }
+        let merged = pairedMerged ?? separateMerged, unmerged = pairedUnmerged ?? separateUnmerged
+        row("5. merged decode latency within 2% of the base model's (no slower than 1.02×)",
+            "\(percent(merged)) paired (separate processes: \(percent(separateMerged)))", merged.map { $0 <= 1.02 })
+        row("5. unmerged LoRA decode overhead ≤ 10%", "\(percent(unmerged)) paired (separate processes: \(percent(separateUnmerged)))", unmerged.map { $0 <= 1.10 })
         let dec = { (c: String, i: String) in runs.median(c, i, "decode_tokens_per_second") }
         let fp32Decode = ratio(dec("infer-base", "swift-lora"), dec("infer-base", "peft"))
-        row("5. decode ≥ 3× transformers' generate (fp32 vs fp32)", r(fp32Decode), fp32Decode.map { $0 >= 3 })
+        row("5. decode ≥ 3× transformers' generate (fp32 vs fp32)", r(fp32Decode), fp32Decode.map { $0 >= 3 },
+            why: "fp32 decoding reads 540 MB of weights per token, ~18 GB/s at ~33 tokens/s: memory-bound whatever the code; 3× needs fewer bytes per weight (the bf16 rows)")
         let bf16Decode = ratio(dec("infer-bf16", "swift-lora"), dec("infer-base", "peft"))
         row("5. decode ≥ 3× transformers' generate (our bf16 vs its fp32)", r(bf16Decode), bf16Decode.map { $0 >= 3 })
         let bf16Both = ratio(dec("infer-bf16", "swift-lora"), dec("infer-bf16", "peft"))
-        row("5. decode ≥ 3× transformers' generate (bf16 vs bf16)", r(bf16Both), bf16Both.map { $0 >= 3 })
+        row("5. decode ≥ 3× transformers' generate (bf16 vs bf16)", r(bf16Both), bf16Both.map { $0 >= 3 },
+            why: "with the same bytes per weight both are bandwidth-bound; 3× would need quantised weights with an integer dot-product kernel (llama.cpp-style): the Q path decodes blocks to fp32 tiles and is slower (~10 tokens/s)")
         let g32 = runs.median("lora-qkvo", "swift-lora", "gemm_fraction"), g16 = runs.median("lora-qkvo-bf16", "swift-lora", "gemm_fraction")
         row("6. training step ≥ 70% of the machine's GEMM throughput (fp32)", f(g32, 2), g32.map { $0 >= 0.7 })
-        row("6. training step ≥ 70% of the machine's GEMM throughput (bf16, own kernels)", f(g16, 2), g16.map { $0 >= 0.7 })
+        row("6. training step ≥ 70% of the machine's GEMM throughput (bf16, own kernels)", f(g16, 2), g16.map { $0 >= 0.7 },
+            why: "the bf16 kernels are ~3.5× the machine's sgemm, so the same non-GEMM work weighs 3× more (see target 2)")
         return md + "\n"
     }
 

@@ -192,6 +192,13 @@ struct CLITests {
         #expect(infer.status == 0, "\(infer.stderr)")
         let i = try infer.json()
         #expect(i["variant"] as? String == "unmerged" && (i["decode_tokens_per_second"] as? Double ?? 0) > 0)
+        let paired = try Self.lora("bench", "infer", "--model", "smollm2-135m-instruct", "--prompt-tokens", "4", "--new-tokens", "2",
+                                   "--repeats", "1", "--random-adapter", "--paired", "--json")
+        #expect(paired.status == 0, "\(paired.stderr)")
+        let p = try paired.json()
+        for key in ["merged_over_base", "unmerged_over_base", "decode_tokens_per_second_merged"] {
+            #expect((p[key] as? Double ?? 0) > 0, "\(key) missing")
+        }
         let refused = try Self.lora("bench", "train", "--model", "smollm2-135m-instruct", "--full", "--precision", "bf16")
         #expect(refused.status != 0 && refused.stderr.contains("fp32"))
     }
