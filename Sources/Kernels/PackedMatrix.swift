@@ -86,6 +86,20 @@ public final class PackedMatrix: @unchecked Sendable {
     /// Rows per tile: about 128 K floats (512 KiB, within L2), at least 16.
     var tileRows: Int { max(16, min(rows, 131_072 / max(columns, 1))) }
 
+    /// Decodes the matrix a tile of rows at a time into reused scratch memory and hands `body`
+    /// each tile's first row, row count and floats ([count, columns]).
+    func forEachDecodedTile(_ body: (_ start: Int, _ count: Int, _ tile: UnsafePointer<Float>) -> Void) {
+        let tile = tileRows
+        ScratchPool.shared.withScratch(bytes: 4 * tile * columns) { raw in
+            let scratch = raw.assumingMemoryBound(to: Float.self)
+            for start in stride(from: 0, to: rows, by: tile) {
+                let count = min(tile, rows - start)
+                decodeRows(start..<(start + count), into: scratch)
+                body(start, count, scratch)
+            }
+        }
+    }
+
     /// The encoded bytes (bf16 rows for the bf16 kernels).
     var bytes: UnsafeRawPointer { UnsafeRawPointer(storage) }
 
@@ -112,15 +126,9 @@ public func matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposedP
     if w.usesBF16Kernels && w.columns % 2 == 0 {
         return bf16Matmul(x, ldx: ldx, rows: n, transposed: w, beta: beta, into: y, ldy: ldy)
     }
-    let tile = w.tileRows
-    ScratchPool.shared.withScratch(bytes: 4 * tile * w.columns) { raw in
-        let scratch = raw.assumingMemoryBound(to: Float.self)
-        for start in stride(from: 0, to: w.rows, by: tile) {
-            let count = min(tile, w.rows - start)
-            w.decodeRows(start..<(start + count), into: scratch)
-            matmul(transposeB: true, m: n, n: count, k: w.columns, x, lda: ldx, scratch, ldb: w.columns,
-                   beta: beta, y + start, ldc: ldy)
-        }
+    w.forEachDecodedTile { start, count, tile in
+        matmul(transposeB: true, m: n, n: count, k: w.columns, x, lda: ldx, tile, ldb: w.columns,
+               beta: beta, y + start, ldc: ldy)
     }
 }
 
@@ -131,14 +139,8 @@ public func matmul(_ dy: UnsafePointer<Float>, lddy: Int, rows n: Int, packed w:
     if w.usesBF16Kernels && w.rows % 2 == 0 {
         return bf16Matmul(dy, lddy: lddy, rows: n, w, beta: beta, into: dx, lddx: lddx)
     }
-    let tile = w.tileRows
-    ScratchPool.shared.withScratch(bytes: 4 * tile * w.columns) { raw in
-        let scratch = raw.assumingMemoryBound(to: Float.self)
-        for start in stride(from: 0, to: w.rows, by: tile) {
-            let count = min(tile, w.rows - start)
-            w.decodeRows(start..<(start + count), into: scratch)
-            matmul(m: n, n: w.columns, k: count, dy + start, lda: lddy, scratch, ldb: w.columns,
-                   beta: start == 0 ? beta : 1, dx, ldc: lddx)
-        }
+    w.forEachDecodedTile { start, count, tile in
+        matmul(m: n, n: w.columns, k: count, dy + start, lda: lddy, tile, ldb: w.columns,
+               beta: start == 0 ? beta : 1, dx, ldc: lddx)
     }
 }
