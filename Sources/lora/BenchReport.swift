@@ -240,7 +240,7 @@ struct BenchTables {
         let dec = { (c: String, i: String) in runs.median(c, i, "decode_tokens_per_second") }
         let fp32Decode = ratio(dec("infer-base", "swift-lora"), dec("infer-base", "peft"))
         row("5. decode ≥ 3× transformers' generate (fp32 vs fp32)", r(fp32Decode), fp32Decode.map { $0 >= 3 },
-            why: "fp32 decoding reads 540 MB of weights per token, ~18 GB/s at ~33 tokens/s: memory-bound whatever the code; 3× needs fewer bytes per weight (the bf16 rows)")
+            why: "fp32 decoding reads 540 MB of weights per token (18 GB/s at 33 tokens/s; one core of this VM reads ~36 GB/s): even at full bandwidth fp32 would reach ~65 tokens/s, 2.5× transformers; 3× needs fewer bytes per weight (the bf16 rows below)")
         let bf16Decode = ratio(dec("infer-bf16", "swift-lora"), dec("infer-base", "peft"))
         row("5. decode ≥ 3× transformers' generate (our bf16 vs its fp32)", r(bf16Decode), bf16Decode.map { $0 >= 3 })
         let bf16Both = ratio(dec("infer-bf16", "swift-lora"), dec("infer-bf16", "peft"))
