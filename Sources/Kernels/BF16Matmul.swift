@@ -24,7 +24,7 @@ func bf16Matmul(_ x: UnsafePointer<Float>, ldx: Int, rows n: Int, transposed w: 
             let xb = raw.assumingMemoryBound(to: UInt16.self)
             ck_rows_to_bf16(Int32(n), Int32(k), x, Int32(ldx), xb, 0, Int32(n))
             let blocks = (w.rows + blockRows - 1) / blockRows
-            parallelChunks(blocks, minimumChunk: max(1, 16_384 / max(k, 1))) { range in
+            parallelChunks(blocks, minimumChunk: max(1, elementsPerChunk / max(k, 1))) { range in
                 ck_bf16_xwt_small(Int32(n), Int32(k), xb, weights, Int32(range.lowerBound * blockRows),
                                   Int32(min(range.upperBound * blockRows, w.rows)), y, Int32(ldy), beta)
             }

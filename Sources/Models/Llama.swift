@@ -343,16 +343,15 @@ public final class LlamaForCausalLM: AdaptableModel {
         let recompute = forBackward && recomputesActivations
         var inputs: [Tensor] = [], dropout: [[[SplitMix64]]] = []
         for layer in layers {
+            // Recomputing: the block runs in the pool's buffers (lending nothing is a no-op).
+            let buffers = recompute ? layer.workBuffers : []
             if recompute {
                 inputs.append(x)
                 dropout.append(layer.dropoutStates)
-                let buffers = layer.workBuffers
-                sharedBuffers.lend(to: buffers)
-                x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
-                sharedBuffers.takeBack(from: buffers)
-            } else {
-                x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
             }
+            sharedBuffers.lend(to: buffers)
+            x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
+            sharedBuffers.takeBack(from: buffers)
         }
         recomputation = recompute ? (inputs, input.batch, input.length, positions, mask, dropout) : nil
         return norm.forward(x)
@@ -395,21 +394,17 @@ public final class LlamaForCausalLM: AdaptableModel {
         let saved = recomputation
         recomputation = nil
         for (i, layer) in layers.enumerated().reversed() {
+            // Gradients always run in the pool's buffers; recomputed activations too.
+            let buffers = saved == nil ? layer.gradientBuffers : layer.workBuffers
+            sharedBuffers.lend(to: buffers)
             if let saved {
-                let buffers = layer.workBuffers
-                sharedBuffers.lend(to: buffers)
                 let after = layer.dropoutStates
                 layer.dropoutStates = saved.dropout[i]
                 _ = layer.forward(saved.inputs[i], batch: saved.batch, length: saved.length, positions: saved.positions, mask: saved.mask)
                 layer.dropoutStates = after
-                d = layer.backward(d)
-                sharedBuffers.takeBack(from: buffers)
-            } else {
-                let buffers = layer.gradientBuffers
-                sharedBuffers.lend(to: buffers)
-                d = layer.backward(d)
-                sharedBuffers.takeBack(from: buffers)
             }
+            d = layer.backward(d)
+            sharedBuffers.takeBack(from: buffers)
         }
         embedTokens.backward(d)
     }

@@ -15,6 +15,17 @@ public enum PretrainedModel {
         }
     }
 
+    /// A sequence classifier (BERT) rather than a causal language model.
+    public var isClassifier: Bool { if case .bert = self { true } else { false } }
+
+    /// The modules LoRA adapts unless told otherwise: the attention projections (q, k, v, o).
+    public var defaultLoRATargets: [String] {
+        isClassifier ? ["query", "key", "value", "attention.output.dense"] : ["q_proj", "k_proj", "v_proj", "o_proj"]
+    }
+
+    /// PEFT's `task_type` for this model.
+    public var peftTaskType: String { isClassifier ? "SEQ_CLS" : "CAUSAL_LM" }
+
     public var architecture: String {
         switch self {
         case .llama: "llama (LlamaForCausalLM)"

@@ -105,11 +105,9 @@ public final class TrainingSession {
 
     /// The PEFT config of the adapter a run trains.
     public static func loraConfig(_ c: TrainingConfiguration, model: PretrainedModel) -> LoRAConfig {
-        let isBert = if case .bert = model { true } else { false }
-        let targets = c.targets ?? (isBert ? ["query", "key", "value", "attention.output.dense"] : ["q_proj", "k_proj", "v_proj", "o_proj"])
-        return LoRAConfig(rank: c.rank, alpha: c.alpha, dropout: c.dropout, targets: .names(targets), useRSLoRA: c.rslora,
-                          initialization: c.initialization, modulesToSave: isBert ? ["classifier"] : nil,
-                          taskType: isBert ? "SEQ_CLS" : "CAUSAL_LM")
+        LoRAConfig(rank: c.rank, alpha: c.alpha, dropout: c.dropout, targets: .names(c.targets ?? model.defaultLoRATargets),
+                   useRSLoRA: c.rslora, initialization: c.initialization,
+                   modulesToSave: model.isClassifier ? ["classifier"] : nil, taskType: model.peftTaskType)
     }
 
     public func run() throws -> TrainingSummary {
@@ -239,9 +237,6 @@ public final class TrainingSession {
     }
 }
 
-extension PretrainedModel {
-    var isClassifier: Bool { if case .bert = self { true } else { false } }
-}
 
 /// Peak resident memory of this process (VmHWM), in bytes.
 public func peakResidentBytes() -> Int {

@@ -63,11 +63,6 @@ public final class Trainer {
                           weightDecay: Float(configuration.weightDecay))
     }
 
-    /// Mean loss of one batch; with `backward`, accumulates gradients.
-    func loss(_ batch: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
-        try model.loss(batch, labels: labels, backward: backward)
-    }
-
     /// One optimizer step. Returns its record; a step whose loss or gradients are not finite is
     /// skipped (no update) and counted, and too many in a row stop training.
     public func trainStep() throws -> StepRecord {
@@ -77,7 +72,7 @@ public final class Trainer {
         var lossSum = 0.0, tokens = 0, examples = 0
         for _ in 0..<configuration.gradAccum {
             let (batch, labels, count) = batcher.next(padId: padId)
-            lossSum += Double(try loss(batch, labels: labels, backward: true))
+            lossSum += Double(try model.loss(batch, labels: labels, backward: true))
             tokens += count
             examples += batch.batch
         }

@@ -32,10 +32,8 @@ func secondsSinceProcessStart() -> Double {
 
 func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-func median(of values: [Double]) -> Double { middle(values) }
-
 /// The median (mean of the two middle values for an even count); NaN for none.
-func middle(_ values: [Double]) -> Double {
+func median(of values: [Double]) -> Double {
     let s = values.sorted()
     guard !s.isEmpty else { return .nan }
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
@@ -106,16 +104,15 @@ struct BenchTrain: ParsableCommand {
         case .bert(let bert): vocabulary = bert.config.vocabSize
         }
         let ids = (0..<batchSize * seqLen).map { _ in Int(generator.next() % UInt64(vocabulary)) }
-        if case .bert = pretrained.model { labels = (0..<batchSize).map { _ in Int(generator.next() % 2) } } else { labels = ids }
+        if pretrained.model.isClassifier { labels = (0..<batchSize).map { _ in Int(generator.next() % 2) } } else { labels = ids }
         let batch = TokenBatch(batch: batchSize, length: seqLen, inputIds: ids)
 
         if full {
             for (_, p) in model.namedParameters { p.setTrainable(true) }
         } else {
-            let defaultTargets = isClassifier(pretrained.model) ? ["query", "key", "value", "attention.output.dense"] : ["q_proj", "k_proj", "v_proj", "o_proj"]
-            let names = targets.map { $0.split(separator: ",").map(String.init) } ?? defaultTargets
+            let names = targets.map { $0.split(separator: ",").map(String.init) } ?? pretrained.model.defaultLoRATargets
             var config = LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: names == ["all-linear"] ? .allLinear : .names(names))
-            config.taskType = isClassifier(pretrained.model) ? "SEQ_CLS" : "CAUSAL_LM"
+            config.taskType = pretrained.model.peftTaskType
             _ = try model.addAdapter(named: "default", config: config, seed: 1)
         }
         pretrained.model.setActivationRecomputation(recompute)
@@ -218,8 +215,8 @@ struct BenchInfer: ParsableCommand {
         guard case .llama(let llm) = pretrained.model else { throw CommandError("bench infer needs a Llama-family model") }
         try AdapterOptions.apply(adapters, merge: merge, to: llm)
         if randomAdapter {
-            var config = LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: .names(["q_proj", "k_proj", "v_proj", "o_proj"]))
-            config.taskType = "CAUSAL_LM"
+            var config = LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: .names(pretrained.model.defaultLoRATargets))
+            config.taskType = pretrained.model.peftTaskType
             _ = try llm.addAdapter(named: "bench", config: config, seed: 7)
             var g = SplitMix64(seed: 8)
             for (_, p) in llm.namedAdapterParameters where p.name == "lora_B" {
@@ -331,5 +328,3 @@ struct BenchInferResult: Codable {
     var decode_ms_per_token: Double
     var peak_rss_bytes: Int
 }
-
-func isClassifier(_ model: PretrainedModel) -> Bool { if case .bert = model { true } else { false } }

@@ -71,9 +71,9 @@ struct BenchRuns {
     func runs(_ caseName: String, _ impl: String) -> [Run] { byKey["\(caseName)/\(impl)"] ?? [] }
 
     /// Median of a numeric key over the runs; nil when there are none.
-    func median(_ caseName: String, _ impl: String, _ key: String) -> Double? {
+    func medianOf(_ caseName: String, _ impl: String, _ key: String) -> Double? {
         let values = runs(caseName, impl).compactMap { ($0.result[key] as? NSNumber)?.doubleValue }
-        return values.isEmpty ? nil : middle(values)
+        return values.isEmpty ? nil : median(of: values)
     }
 }
 
@@ -116,23 +116,23 @@ struct BenchTables {
             ("MiniLM classification LoRA, **bf16** vs PEFT autocast bf16", "minilm-bf16", "minilm-bf16", "peft-autocast"),
         ]
         for (label, ours, theirsCase, theirsImpl) in rows {
-            let t = runs.median(ours, "swift-lora", "tokens_per_second"), tt = runs.median(theirsCase, theirsImpl, "tokens_per_second")
-            let m = runs.median(ours, "swift-lora", "peak_rss_bytes"), mt = runs.median(theirsCase, theirsImpl, "peak_rss_bytes")
-            let s = runs.median(ours, "swift-lora", "time_to_first_step_seconds"), st = runs.median(theirsCase, theirsImpl, "time_to_first_step_seconds")
-            let g = runs.median(ours, "swift-lora", "gemm_fraction")
+            let t = runs.medianOf(ours, "swift-lora", "tokens_per_second"), tt = runs.medianOf(theirsCase, theirsImpl, "tokens_per_second")
+            let m = runs.medianOf(ours, "swift-lora", "peak_rss_bytes"), mt = runs.medianOf(theirsCase, theirsImpl, "peak_rss_bytes")
+            let s = runs.medianOf(ours, "swift-lora", "time_to_first_step_seconds"), st = runs.medianOf(theirsCase, theirsImpl, "time_to_first_step_seconds")
+            let g = runs.medianOf(ours, "swift-lora", "gemm_fraction")
             md += "| \(label) | \(f(t)) | \(f(tt)) | \(r(ratio(t, tt))) | \(mib(m)) | \(mib(mt)) | \(r(ratio(m, mt))) | \(f(s, 1)) / \(f(st, 1)) | \(r(ratio(s, st))) | \(f(g, 2)) |\n"
         }
         md += "\nGEMM fraction: the step's matrix-product FLOPs (`lora bench train`'s count) per second over the machine's "
         md += "own GEMM on a 1024³ product for the precision (OpenBLAS sgemm for fp32; the bf16 kernels for bf16: "
-        md += "\(f(runs.median("lora-qkvo-bf16", "swift-lora", "machine_gemm_gflops"))) against \(f(runs.median("lora-qkvo", "swift-lora", "machine_gemm_gflops"))) GFLOP/s here; "
-        md += "PyTorch's own fp32 1024³ product ran at \(f(runs.median("lora-qkvo", "peft", "machine_gemm_gflops"))) GFLOP/s).\n\n"
+        md += "\(f(runs.medianOf("lora-qkvo-bf16", "swift-lora", "machine_gemm_gflops"))) against \(f(runs.medianOf("lora-qkvo", "swift-lora", "machine_gemm_gflops"))) GFLOP/s here; "
+        md += "PyTorch's own fp32 1024³ product ran at \(f(runs.medianOf("lora-qkvo", "peft", "machine_gemm_gflops"))) GFLOP/s).\n\n"
         return md
     }
 
     func memory() -> String {
         var md = "### Memory and speed levers inside swift-lora (SmolLM2, 4×128)\n\n"
         md += "| Variant | tokens/s | peak RSS | tokens/s vs full fine-tuning | peak RSS vs full fine-tuning |\n|---|---|---|---|---|\n"
-        let full = (runs.median("full", "swift-lora", "tokens_per_second"), runs.median("full", "swift-lora", "peak_rss_bytes"))
+        let full = (runs.medianOf("full", "swift-lora", "tokens_per_second"), runs.medianOf("full", "swift-lora", "peak_rss_bytes"))
         let rows: [(String, String)] = [
             ("LoRA q,k,v,o, fp32 weights", "lora-qkvo"),
             ("… + activation recomputation", "lora-qkvo-recompute"),
@@ -143,7 +143,7 @@ struct BenchTables {
             ("Full fine-tuning, fp32", "full"),
         ]
         for (label, key) in rows {
-            let t = runs.median(key, "swift-lora", "tokens_per_second"), m = runs.median(key, "swift-lora", "peak_rss_bytes")
+            let t = runs.medianOf(key, "swift-lora", "tokens_per_second"), m = runs.medianOf(key, "swift-lora", "peak_rss_bytes")
             md += "| \(label) | \(f(t)) | \(mib(m)) | \(r(ratio(t, full.0))) | \(r(ratio(m, full.1))) |\n"
         }
         return md + "\n"
@@ -157,9 +157,9 @@ struct BenchTables {
             ("LoRA merged, fp32", "infer-merged"), ("base model, bf16 (transformers: `model.to(bfloat16)`)", "infer-bf16"),
         ]
         for (label, key) in rows {
-            let d = runs.median(key, "swift-lora", "decode_tokens_per_second"), dt = runs.median(key, "peft", "decode_tokens_per_second")
-            md += "| \(label) | \(f(runs.median(key, "swift-lora", "prefill_tokens_per_second"))) | \(f(d, 1)) | \(f(dt, 1)) | \(r(ratio(d, dt))) | "
-            md += "\(mib(runs.median(key, "swift-lora", "peak_rss_bytes"))) | \(mib(runs.median(key, "peft", "peak_rss_bytes"))) |\n"
+            let d = runs.medianOf(key, "swift-lora", "decode_tokens_per_second"), dt = runs.medianOf(key, "peft", "decode_tokens_per_second")
+            md += "| \(label) | \(f(runs.medianOf(key, "swift-lora", "prefill_tokens_per_second"))) | \(f(d, 1)) | \(f(dt, 1)) | \(r(ratio(d, dt))) | "
+            md += "\(mib(runs.medianOf(key, "swift-lora", "peak_rss_bytes"))) | \(mib(runs.medianOf(key, "peft", "peak_rss_bytes"))) |\n"
         }
         return md + "\n"
     }
@@ -202,13 +202,13 @@ struct BenchTables {
         func row(_ target: String, _ measured: String, _ ok: Bool?, why: String = "") {
             md += "| \(target) | \(measured) | \(met(ok)) | \(ok == false ? why : "") |\n"
         }
-        let tps = { (c: String, i: String) in runs.median(c, i, "tokens_per_second") }
-        let rss = { (c: String, i: String) in runs.median(c, i, "peak_rss_bytes") }
+        let tps = { (c: String, i: String) in runs.medianOf(c, i, "tokens_per_second") }
+        let rss = { (c: String, i: String) in runs.medianOf(c, i, "peak_rss_bytes") }
         let speed = ratio(tps("lora-qkvo", "swift-lora"), tps("lora-qkvo", "peft"))
         row("1. LoRA fp32 tokens/s ≥ 1.0× PEFT fp32", r(speed), speed.map { $0 >= 1 })
         let mem = ratio(rss("lora-qkvo", "swift-lora"), rss("lora-qkvo", "peft"))
         row("1. peak RSS ≤ 0.5× PEFT's", r(mem), mem.map { $0 <= 0.5 })
-        let start = ratio(runs.median("lora-qkvo", "swift-lora", "time_to_first_step_seconds"), runs.median("lora-qkvo", "peft", "time_to_first_step_seconds"))
+        let start = ratio(runs.medianOf("lora-qkvo", "swift-lora", "time_to_first_step_seconds"), runs.medianOf("lora-qkvo", "peft", "time_to_first_step_seconds"))
         row("1. time to first step ≤ 0.25× PEFT's", r(start), start.map { $0 <= 0.25 })
         let bf16VsFP32 = ratio(tps("lora-qkvo-bf16", "swift-lora"), tps("lora-qkvo", "peft"))
         row("2. bf16 tokens/s ≥ 2× PEFT fp32", r(bf16VsFP32), bf16VsFP32.map { $0 >= 2 })
@@ -228,16 +228,16 @@ struct BenchTables {
         }
         // Latency ratios from the paired runs (base, unmerged, merged in turn in one process);
         // the separate processes' medians are shown beside them.
-        let ms = { (c: String) in runs.median(c, "swift-lora", "decode_ms_per_token") }
+        let ms = { (c: String) in runs.medianOf(c, "swift-lora", "decode_ms_per_token") }
         let separateMerged = ratio(ms("infer-merged"), ms("infer-base")), separateUnmerged = ratio(ms("infer-unmerged"), ms("infer-base"))
-        let pairedMerged = runs.median("infer-paired", "swift-lora", "merged_over_base")
-        let pairedUnmerged = runs.median("infer-paired", "swift-lora", "unmerged_over_base")
+        let pairedMerged = runs.medianOf("infer-paired", "swift-lora", "merged_over_base")
+        let pairedUnmerged = runs.medianOf("infer-paired", "swift-lora", "unmerged_over_base")
         func percent(_ x: Double?) -> String { x.map { String(format: "%+.1f%%", 100 * ($0 - 1)) } ?? "–" }
         let merged = pairedMerged ?? separateMerged, unmerged = pairedUnmerged ?? separateUnmerged
         row("5. merged decode latency within 2% of the base model's (no slower than 1.02×)",
             "\(percent(merged)) paired (separate processes: \(percent(separateMerged)))", merged.map { $0 <= 1.02 })
         row("5. unmerged LoRA decode overhead ≤ 10%", "\(percent(unmerged)) paired (separate processes: \(percent(separateUnmerged)))", unmerged.map { $0 <= 1.10 })
-        let dec = { (c: String, i: String) in runs.median(c, i, "decode_tokens_per_second") }
+        let dec = { (c: String, i: String) in runs.medianOf(c, i, "decode_tokens_per_second") }
         let fp32Decode = ratio(dec("infer-base", "swift-lora"), dec("infer-base", "peft"))
         row("5. decode ≥ 3× transformers' generate (fp32 vs fp32)", r(fp32Decode), fp32Decode.map { $0 >= 3 },
             why: "fp32 decoding reads 540 MB of weights per token (18 GB/s at 33 tokens/s; one core of this VM reads ~36 GB/s): even at full bandwidth fp32 would reach ~65 tokens/s, 2.5× transformers; 3× needs fewer bytes per weight (the bf16 rows below)")
@@ -246,7 +246,7 @@ struct BenchTables {
         let bf16Both = ratio(dec("infer-bf16", "swift-lora"), dec("infer-bf16", "peft"))
         row("5. decode ≥ 3× transformers' generate (bf16 vs bf16)", r(bf16Both), bf16Both.map { $0 >= 3 },
             why: "with the same bytes per weight both are bandwidth-bound; 3× would need quantised weights with an integer dot-product kernel (llama.cpp-style): the Q path decodes blocks to fp32 tiles and is slower (~10 tokens/s)")
-        let g32 = runs.median("lora-qkvo", "swift-lora", "gemm_fraction"), g16 = runs.median("lora-qkvo-bf16", "swift-lora", "gemm_fraction")
+        let g32 = runs.medianOf("lora-qkvo", "swift-lora", "gemm_fraction"), g16 = runs.medianOf("lora-qkvo-bf16", "swift-lora", "gemm_fraction")
         row("6. training step ≥ 70% of the machine's GEMM throughput (fp32)", f(g32, 2), g32.map { $0 >= 0.7 })
         row("6. training step ≥ 70% of the machine's GEMM throughput (bf16, own kernels)", f(g16, 2), g16.map { $0 >= 0.7 },
             why: "the bf16 kernels are ~3.5× the machine's sgemm, so the same non-GEMM work weighs 3× more (see target 2)")

@@ -115,15 +115,15 @@ struct ExperimentReport {
         for method in methods {
             let reference = reference(method)
             if let a = ours(method) {
-                let ratio = reference.map { String(format: " (%.2f× PEFT)", Self.median(a.examplesPerSecond) / Self.median($0.examplesPerSecond)) } ?? ""
+                let ratio = reference.map { String(format: " (%.2f× PEFT)", median(of: a.examplesPerSecond) / median(of: $0.examplesPerSecond)) } ?? ""
                 md += "| \(method.title) | swift-lora | \(Self.meanStd(a.test)) | \(Self.meanStd(a.ood)) | \(Self.params(a)) | "
-                md += "\(Self.bytes(a.savedBytes)) / \(Self.bytes(a.checkpointBytes)) | \(Self.bytes(Int(Self.median(a.peak)))) | "
-                md += "\(Self.seconds(Self.median(a.trainSeconds))) | \(String(format: "%.1f", Self.median(a.examplesPerSecond)))\(ratio) |\n"
+                md += "\(Self.bytes(a.savedBytes)) / \(Self.bytes(a.checkpointBytes)) | \(Self.bytes(Int(median(of: a.peak)))) | "
+                md += "\(Self.seconds(median(of: a.trainSeconds))) | \(String(format: "%.1f", median(of: a.examplesPerSecond)))\(ratio) |\n"
             }
             if let r = reference {
                 md += "| \(method.title) | PyTorch + PEFT | \(Self.meanStd(r.test)) | \(Self.meanStd(r.ood)) | \(Self.params(r)) | – | "
-                md += "\(Self.bytes(Int(Self.median(r.peak)))) | \(Self.seconds(Self.median(r.trainSeconds))) | "
-                md += "\(String(format: "%.1f", Self.median(r.examplesPerSecond))) |\n"
+                md += "\(Self.bytes(Int(median(of: r.peak)))) | \(Self.seconds(median(of: r.trainSeconds))) | "
+                md += "\(String(format: "%.1f", median(of: r.examplesPerSecond))) |\n"
             }
         }
         return md + "\n"
@@ -141,9 +141,9 @@ struct ExperimentReport {
             let percent = 100 * Double(qv.trainable) / Double(max(qv.all, 1))
             row("LoRA (query, value) test accuracy within 1 point of full fine-tuning, ≤ 0.5% trainable",
                 String(format: "%+.2f points, %.3f%% trainable", gap, percent), gap >= -1 && percent <= 0.5)
-            let memory = Self.median(qv.peak) / Self.median(full.peak)
+            let memory = median(of: qv.peak) / median(of: full.peak)
             row("LoRA (query, value) peak memory clearly below full fine-tuning's",
-                String(format: "%@ vs %@ (%.2f×)", Self.bytes(Int(Self.median(qv.peak))), Self.bytes(Int(Self.median(full.peak))), memory), memory < 0.9)
+                String(format: "%@ vs %@ (%.2f×)", Self.bytes(Int(median(of: qv.peak))), Self.bytes(Int(median(of: full.peak))), memory), memory < 0.9)
             let smaller = Double(full.savedBytes) / Double(max(qv.savedBytes, 1))
             let smallerCheckpoint = Double(full.checkpointBytes) / Double(max(qv.checkpointBytes, 1))
             row("LoRA (query, value) result ≥ 50× smaller than full fine-tuning's",
@@ -160,7 +160,7 @@ struct ExperimentReport {
             }
             let gap = (Self.mean(a.test) - Self.mean(r.test)) * 100
             row("\(method.name): test accuracy within 1 point of PyTorch + PEFT", String(format: "%+.2f points", gap), abs(gap) <= 1)
-            let ratio = Self.median(a.examplesPerSecond) / Self.median(r.examplesPerSecond)
+            let ratio = median(of: a.examplesPerSecond) / median(of: r.examplesPerSecond)
             row("\(method.name): examples/s ≥ PyTorch + PEFT's", String(format: "%.2f×", ratio), ratio >= 1)
         }
         return md + "\n"
@@ -236,7 +236,6 @@ struct ExperimentReport {
         let m = mean(x)
         return (x.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(x.count - 1)).squareRoot()
     }
-    static func median(_ x: [Double]) -> Double { middle(x) }
     static func meanStd(_ x: [Double]) -> String { String(format: "%.2f ± %.2f", mean(x) * 100, std(x) * 100) }
     static func percent(_ x: Double) -> String { String(format: "%.2f", x * 100) }
     static func params(_ a: Aggregate) -> String {
