@@ -6,12 +6,15 @@ import PackageDescription
 //   → Layers (forward + backward of every layer) → LoRA (the adapted linear layer)
 //   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece) → Models (Llama, BERT)
 //   → Training (optimizer) → ModelStore (known offline models) → lora (CLI).
+//   FuzzTargets wraps the parsers of untrusted files for libFuzzer (Fuzz/, `make fuzz`).
 let package = Package(
     name: "swift-lora",
     products: [
         .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models", "Training", "ModelStore"]),
         .executable(name: "lora", targets: ["lora"]),
         .executable(name: "lora-bench", targets: ["LoRABench"]),
+        // The parsers of untrusted files as fuzz targets, for the libFuzzer driver in Fuzz/.
+        .library(name: "FuzzTargets", targets: ["FuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,6 +37,7 @@ let package = Package(
         .target(name: "ModelStore"),
         .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers"]),
         .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models"]),
+        .target(name: "FuzzTargets", dependencies: ["Formats", "LoRA", "ModelStore", "Models", "OrderedJSON", "Tokenizers", "Training"]),
         .executableTarget(
             name: "lora",
             dependencies: ["Kernels", "Formats", "Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -53,6 +57,7 @@ let package = Package(
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Models", "Kernels", "ModelStore", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Training", "TestSupport"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "Tokenizers", "ModelStore", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Layers", "Tokenizers", "ModelStore", "TestSupport"]),
     ]
 )

@@ -51,7 +51,7 @@ public enum SafeTensorsError: Error, Equatable, CustomStringConvertible {
 public struct SafeTensorsFile: Sendable {
     public enum DType: String, Sendable {
         case f32 = "F32", f16 = "F16", bf16 = "BF16", i64 = "I64", i32 = "I32"
-        var byteSize: Int { switch self { case .f32, .i32: 4; case .f16, .bf16: 2; case .i64: 8 } }
+        public var byteSize: Int { switch self { case .f32, .i32: 4; case .f16, .bf16: 2; case .i64: 8 } }
     }
 
     public struct Entry: Sendable {

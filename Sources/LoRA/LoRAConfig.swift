@@ -101,8 +101,9 @@ public struct LoRAConfig: Sendable {
             throw .invalid(file: file, key: "r", reason: "must be an integer in 1...\(LoRASettings.maximumRank)")
         }
         rank = r
-        guard let alpha = value("lora_alpha").map({ $0.number }) ?? Double(r), alpha.isFinite else {
-            throw .invalid(file: file, key: "lora_alpha", reason: "must be a finite number")
+        // Finite in Float32 too: the layers scale by Float(alpha).
+        guard let alpha = value("lora_alpha").map({ $0.number }) ?? Double(r), Float(alpha).isFinite else {
+            throw .invalid(file: file, key: "lora_alpha", reason: "must be a finite number (within Float32's range)")
         }
         self.alpha = alpha
         dropout = value("lora_dropout")?.number ?? 0
@@ -136,8 +137,8 @@ public struct LoRAConfig: Sendable {
         }
         alphaPattern = []
         for member in value("alpha_pattern")?.object ?? [] {
-            guard let v = member.value.number, v.isFinite else {
-                throw .invalid(file: file, key: "alpha_pattern.\(member.key)", reason: "must be a finite number")
+            guard let v = member.value.number, Float(v).isFinite else {
+                throw .invalid(file: file, key: "alpha_pattern.\(member.key)", reason: "must be a finite number (within Float32's range)")
             }
             alphaPattern.append((member.key, v))
         }

@@ -100,13 +100,21 @@ public struct BertConfiguration: Codable, Sendable, Equatable {
         guard hiddenSize % numAttentionHeads == 0 else {
             throw .invalidConfiguration("hidden_size (\(hiddenSize)) must be a multiple of num_attention_heads (\(numAttentionHeads))")
         }
-        try checkParameterCount([
+        try checkParameterCount(encoderMatrixShapes + [[numLabels, hiddenSize]])
+    }
+
+    /// The encoder's weight matrices' sizes as products of dimensions (no pooler, no head).
+    var encoderMatrixShapes: [[Int]] {
+        [
             [vocabSize, hiddenSize], [maxPositionEmbeddings, hiddenSize], [typeVocabSize, hiddenSize],
             [numHiddenLayers, 4, hiddenSize, hiddenSize],
             [numHiddenLayers, 2, hiddenSize, intermediateSize],
-            [numLabels, hiddenSize],
-        ])
+        ]
     }
+
+    /// Parameters in the encoder's weight matrices, from the configuration alone: what any
+    /// checkpoint of this model must hold (a classification head may be new).
+    public var encoderMatrixParameterCount: Int { (try? checkParameterCount(encoderMatrixShapes)) ?? .max }
 }
 
 /// word + position + token-type embeddings, then LayerNorm.   ids: [B, T] → [B, T, C]

@@ -67,6 +67,9 @@ extension ModelLoader {
             throw .unsupportedArchitecture("general.architecture '\(architecture)' in \(url.path) (supported: llama)")
         }
         let config = try llamaConfiguration(gguf, path: url.path)
+        // Tensor sizes are bounded by the file (GGUFFile checked them), so this sum cannot overflow.
+        let fileValues = gguf.tensorInfos.reduce(0) { $0 + $1.elementCount }
+        try checkFileHoldsWeights(described: config.matrixParameterCount, fileValues: fileValues, path: url.path)
         let model = try LlamaForCausalLM(config)
         // Check every name and shape from the tensor infos first, then dequantise one tensor at
         // a time straight into its parameter (no second copy of the whole model in memory).

@@ -122,13 +122,22 @@ public struct LlamaConfiguration: Codable, Sendable, Equatable {
         guard headDim % 2 == 0 else { throw .invalidConfiguration("head_dim must be even for rotary embeddings, got \(headDim)") }
         guard ropeTheta > 0, rmsNormEps > 0 else { throw .invalidConfiguration("rope_theta and rms_norm_eps must be positive") }
         // Refuse sizes that cannot be allocated, before anything is (checked arithmetic).
-        try checkParameterCount([
+        try checkParameterCount(matrixShapes)
+    }
+
+    /// The weight matrices' sizes as products of dimensions (norms left out).
+    var matrixShapes: [[Int]] {
+        [
             [vocabSize, hiddenSize, tieWordEmbeddings ? 1 : 2],
             [numHiddenLayers, hiddenSize, numAttentionHeads, headDim, 2],   // q, o
             [numHiddenLayers, hiddenSize, numKeyValueHeads, headDim, 2],    // k, v
             [numHiddenLayers, 3, hiddenSize, intermediateSize],
-        ])
+        ]
     }
+
+    /// Parameters in the weight matrices: a lower bound on the model's size, from the
+    /// configuration alone (a valid configuration's count never overflows).
+    public var matrixParameterCount: Int { (try? checkParameterCount(matrixShapes)) ?? .max }
 }
 
 /// Self-attention of a Llama block: projections, RoPE on q and k, grouped-query attention.

@@ -94,9 +94,11 @@ public enum ModelLoader {
             throw .invalidFile(path: directory.path, reason: "\(error)")
         }
         var report = LoadReport(source: directory.path, storedTypes: checkpoint.dtypes, newlyInitialized: [], metadata: [:])
+        let fileValues = weights.values.reduce(0) { $0 + $1.count }
         switch modelType {
         case "llama":
             let config = try decode(LlamaConfiguration.self, configData, configURL)
+            try checkFileHoldsWeights(described: config.matrixParameterCount, fileValues: fileValues, path: directory.path)
             let model = try LlamaForCausalLM(config)
             try model.loadWeights(weights)
             return (.llama(model), report)
@@ -108,6 +110,7 @@ public enum ModelLoader {
                 config.id2label = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.offset, $0.element) })
                 if !sameSize { weights["classifier.weight"] = nil; weights["classifier.bias"] = nil }
             }
+            try checkFileHoldsWeights(described: config.encoderMatrixParameterCount, fileValues: fileValues, path: directory.path)
             let model = try BertForSequenceClassification(config)
             // A plain `BertModel` checkpoint has no `bert.` prefix and no classifier.
             if weights.keys.contains(where: { $0.hasPrefix("embeddings.") }) {

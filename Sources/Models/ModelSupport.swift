@@ -31,8 +31,9 @@ let maximumParameterCount = 1 << 36
 
 /// Throws unless every dimension is positive and the parameter count — a sum of products of
 /// dimensions, each computed with overflow checks — is at most `maximumParameterCount`, so a
-/// configuration can never make the process allocate absurd sizes or trap.
-func checkParameterCount(_ products: [[Int]]) throws(ModelError) {
+/// configuration can never make the process allocate absurd sizes or trap. Returns the count.
+@discardableResult
+func checkParameterCount(_ products: [[Int]]) throws(ModelError) -> Int {
     var total = 0
     for factors in products {
         var product = 1
@@ -49,6 +50,17 @@ func checkParameterCount(_ products: [[Int]]) throws(ModelError) {
             throw .invalidConfiguration("the configuration describes more than \(maximumParameterCount) parameters")
         }
         total = sum
+    }
+    return total
+}
+
+/// Refuses a configuration that describes more weights than its file holds, before the model
+/// is allocated: a few bytes of hostile metadata must not make the process reserve gigabytes.
+/// `described` counts the weight matrices the file must provide (a lower bound on the model's
+/// parameters); `fileValues` is every value the file's tensors hold.
+func checkFileHoldsWeights(described: Int, fileValues: Int, path: String) throws(ModelError) {
+    guard described <= fileValues else {
+        throw .invalidFile(path: path, reason: "the configuration describes \(described) weights but the file holds only \(fileValues) values")
     }
 }
 

@@ -20,6 +20,9 @@ public struct ByteLevelBPETokenizer: Tokenizer {
     public let prefixIds: [Int]
     public let suffixIds: [Int]
 
+    /// Whether every byte has a token, so that encoding loses nothing (decode(encode(t)) == t).
+    public var spellsEveryByte: Bool { !model.byteIds.contains(-1) }
+
     let vocabulary: Vocabulary
     private let added: AddedVocabulary
     let model: BPEModel
@@ -166,9 +169,6 @@ public struct ByteLevelBPETokenizer: Tokenizer {
                 decoded[id] = ByteLevelAlphabet.bytes(of: token)
             }
         }
-        var distinct = vocabulary.count
-        for t in addedTokens where !vocabulary.contains(t.content) { distinct += 1 }
-
         self.preTokenizer = preTokenizer
         self.vocabulary = vocabulary
         self.added = added
@@ -176,7 +176,7 @@ public struct ByteLevelBPETokenizer: Tokenizer {
         self.model = BPEModel(byteIds: byteIds, merges: table, unknown: modelUnknown, fuseUnknown: fuseUnknown,
                               ignoreMerges: ignoreMerges, spelledBytes: spelledBytes, vocabulary: vocabulary)
         self.decodedBytes = decoded
-        self.vocabularySize = distinct
+        self.vocabularySize = vocabularySizeBound(vocabulary, addedTokens)
         var prefix: [Int] = [], suffix: [Int] = []
         var seenSequence = false
         for item in template.single {

@@ -41,7 +41,8 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
 
 /// Text to token ids and back, exactly as Hugging Face transformers does it for the same files.
 public protocol Tokenizer: Sendable {
-    /// Every id the tokenizer can produce is below this (transformers' `len(tokenizer)`).
+    /// Every id the tokenizer can produce is below this: transformers' `len(tokenizer)`, or one
+    /// past the largest id when the vocabulary's ids are not contiguous.
     var vocabularySize: Int { get }
     /// transformers' `tokenizer(text)["input_ids"]` when `addSpecialTokens` (BERT: `[CLS] … [SEP]`;
     /// SmolLM2: no BOS); `tokenizer(text, add_special_tokens=False)` otherwise.
@@ -73,16 +74,7 @@ public func loadTokenizer(huggingFaceDirectory directory: URL) throws(TokenizerE
     let vocabTxt = directory.appendingPathComponent("vocab.txt")
     let names = try SpecialTokenNames(directory: directory)
     if fm.fileExists(atPath: tokenizerJSON.path) {
-        let data = try readFile(tokenizerJSON)
-        let file = tokenizerJSON.path
-        let root = try parseJSONObject(data, file: file)
-        guard let model = root["model"], model.object != nil else { throw .missingField(file: file, field: "model") }
-        let type = model["type"]?.string ?? (model["merges"] != nil ? "BPE" : "")
-        switch type {
-        case "BPE": return try ByteLevelBPETokenizer(json: root, file: file, names: names)
-        case "WordPiece": return try WordPieceTokenizer(json: root, file: file, names: names)
-        default: throw .unsupportedModel(file: file, type: type.isEmpty ? "(none)" : type)
-        }
+        return try loadTokenizer(tokenizerJSON: try readFile(tokenizerJSON), source: tokenizerJSON.path, names: names)
     }
     if fm.fileExists(atPath: vocabTxt.path) {
         let data = try readFile(vocabTxt)
@@ -94,6 +86,23 @@ public func loadTokenizer(huggingFaceDirectory directory: URL) throws(TokenizerE
             padding: names.pad ?? "[PAD]", mask: names.mask ?? "[MASK]", source: vocabTxt.path)
     }
     throw .noTokenizer(directory: directory.path)
+}
+
+/// A tokenizer from the bytes of a `tokenizer.json` alone (BPE or WordPiece, by `model.type`),
+/// with the special tokens it declares itself. `source` names it in errors.
+public func loadTokenizer(tokenizerJSON data: Data, source: String = "tokenizer.json") throws(TokenizerError) -> any Tokenizer {
+    try loadTokenizer(tokenizerJSON: data, source: source, names: SpecialTokenNames())
+}
+
+func loadTokenizer(tokenizerJSON data: Data, source file: String, names: SpecialTokenNames) throws(TokenizerError) -> any Tokenizer {
+    let root = try parseJSONObject(data, file: file)
+    guard let model = root["model"], model.object != nil else { throw .missingField(file: file, field: "model") }
+    let type = model["type"]?.string ?? (model["merges"] != nil ? "BPE" : "")
+    switch type {
+    case "BPE": return try ByteLevelBPETokenizer(json: root, file: file, names: names)
+    case "WordPiece": return try WordPieceTokenizer(json: root, file: file, names: names)
+    default: throw .unsupportedModel(file: file, type: type.isEmpty ? "(none)" : type)
+    }
 }
 
 func readFile(_ url: URL) throws(TokenizerError) -> Data {

@@ -41,6 +41,19 @@ struct Vocabulary: Sendable {
     }
 }
 
+/// A tokenizer's `vocabularySize`: transformers' `len(tokenizer)` (distinct tokens, added ones
+/// included) — or, when ids skip numbers or a token appears twice (a `vocab.txt` with a repeated
+/// line), one past the largest id, so that every id the tokenizer produces is below it.
+func vocabularySizeBound(_ vocabulary: Vocabulary, _ addedTokens: [AddedToken]) -> Int {
+    var distinct = vocabulary.count
+    var largest = vocabulary.largestId
+    for t in addedTokens {
+        if !vocabulary.contains(t.content) { distinct += 1 }
+        largest = max(largest, t.id)
+    }
+    return max(distinct, largest + 1)
+}
+
 /// A post-processor template (HF `TemplateProcessing`, `BertProcessing`): what surrounds the
 /// sequence(s) when special tokens are added, with the token type id of every part.
 struct Template: Sendable {

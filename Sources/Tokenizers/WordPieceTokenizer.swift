@@ -190,9 +190,7 @@ public struct WordPieceTokenizer: Tokenizer {
         self.prefixBytes = Array(prefix.utf8)
         self.maxInputCharsPerWord = maxInputCharsPerWord
         self.decoder = decoder
-        var distinct = vocabulary.count
-        for t in addedTokens where !vocabulary.contains(t.content) { distinct += 1 }
-        vocabularySize = distinct
+        vocabularySize = vocabularySizeBound(vocabulary, addedTokens)
         bosTokenId = bos
         eosTokenId = eos
         padTokenId = pad

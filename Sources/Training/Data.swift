@@ -226,11 +226,19 @@ public enum Dataset {
                             maxSequenceLength: Int, labelMap: LabelMap?) throws(DataError)
         -> (examples: [Example], report: DataReport, labelMap: LabelMap?) {
         let file = url.path
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch { throw .cannotRead(file: file, reason: error.localizedDescription) }
+        return try load(data, file: file, task: task, tokenizer: tokenizer, chatTemplate: chatTemplate,
+                        maxSequenceLength: maxSequenceLength, labelMap: labelMap)
+    }
+
+    /// The same, from the file's bytes; `file` names it in errors and the report.
+    public static func load(_ data: Data, file: String, task: TrainingTask, tokenizer: any Tokenizer, chatTemplate: ChatTemplate?,
+                            maxSequenceLength: Int, labelMap: LabelMap?) throws(DataError)
+        -> (examples: [Example], report: DataReport, labelMap: LabelMap?) {
         guard maxSequenceLength >= 2 else {
             throw .invalidOption(file: file, reason: "the maximum sequence length must be at least 2 (is \(maxSequenceLength))")
         }
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw .cannotRead(file: file, reason: error.localizedDescription) }
         let lines = try parseLines(data, file: file)
         guard let first = lines.first else { throw .empty(file: file) }
 
