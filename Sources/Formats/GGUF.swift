@@ -418,14 +418,9 @@ private struct Header {
             let offset: UInt64 = try c.read("the offset of tensor '\(name)'")
             guard let type = GGMLType(rawValue: rawType) else { throw .unknownTensorType(name: name, raw: rawType) }
 
-            var dims: [Int] = []
-            var elements = 1
-            for d in ne {
-                guard let di = Int(exactly: d) else { throw .invalidDimensions(name: name, dimensions: ne) }
-                let (product, overflow) = elements.multipliedReportingOverflow(by: di)
-                guard !overflow else { throw .invalidDimensions(name: name, dimensions: ne) }
-                elements = product
-                dims.append(di)
+            let dims = ne.compactMap { Int(exactly: $0) }
+            guard dims.count == ne.count, let elements = checkedElementCount(dims) else {
+                throw .invalidDimensions(name: name, dimensions: ne)
             }
             guard dims[0] % type.blockSize == 0 else {
                 throw .rowNotMultipleOfBlock(name: name, rowLength: dims[0], type: type)

@@ -170,11 +170,8 @@ public struct SafeTensorsFile: Sendable {
             throw .offsetsOutOfRange(tensor: name, begin: begin, end: end, dataSize: dataSize)
         }
         // Checked arithmetic: a shape whose byte size overflows is invalid, never a crash.
-        var bytes = dtype.byteSize
-        for d in raw.shape {
-            let (product, overflow) = bytes.multipliedReportingOverflow(by: Int(clamping: d))
-            guard !overflow, d <= UInt64(Int.max) else { throw .invalidShape(tensor: name, shape: shape) }
-            bytes = product
+        guard raw.shape.allSatisfy({ $0 <= UInt64(Int.max) }), let bytes = checkedElementCount(shape + [dtype.byteSize]) else {
+            throw .invalidShape(tensor: name, shape: shape)
         }
         guard bytes == end - begin else { throw .sizeMismatch(tensor: name, expectedBytes: bytes, declaredBytes: end - begin) }
         return Entry(dtype: dtype, shape: shape, range: begin..<end)

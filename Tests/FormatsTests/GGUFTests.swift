@@ -214,6 +214,10 @@ struct GGUFTests {
              .invalidDimensions(name: "w", dimensions: [1 << 62, 4])),
             ("byte count overflow", B.file(tensors: [B.tensor("w", [1 << 62])], data: B.floats([1])),
              .invalidDimensions(name: "w", dimensions: [1 << 62])),
+            // Zero elements, but the other dimensions multiply past Int.max: later products of
+            // them (the row count, the shape reversed) would trap.
+            ("zero row length with 2^80 rows", B.file(tensors: [B.tensor("w", [0, 1 << 40, 1 << 40])]),
+             .invalidDimensions(name: "w", dimensions: [0, 1 << 40, 1 << 40])),
             ("dimension above Int.max", B.file(tensors: [B.tensor("w", [1 << 63])], data: B.floats([1])),
              .invalidDimensions(name: "w", dimensions: [1 << 63])),
             ("row not a multiple of the block", B.file(tensors: [B.tensor("w", [16, 2], type: 2)], data: B.floats([1])),

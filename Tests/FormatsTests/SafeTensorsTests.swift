@@ -59,6 +59,9 @@ struct SafeTensorsTests {
          .unindexedBytes(at: 2)),
         ("overflowing shape", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]),
          .invalidShape(tensor: "a", shape: [4611686018427387904, 4])),
+        // Zero bytes, but the other dimensions multiply past Int.max (2^40 · 2^40).
+        ("zero dimension first, 2^80 after", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}"#, data: []),
+         .invalidShape(tensor: "a", shape: [0, 1099511627776, 1099511627776])),
     ]
 
     @Test(arguments: 0..<brokenFiles.count)

@@ -41,6 +41,22 @@ struct ModelStoreTests {
         #expect(store.installedLocation(of: .smolLM2) == nil)
     }
 
+    /// No entry name can address a path outside the store: separators, `..`, dot-files, NULs,
+    /// absolute paths and empty names are refused; every known model and dataset name is valid.
+    @Test func entryNamesStayInsideTheStore() throws {
+        let store = ModelStore(root: URL(fileURLWithPath: "/tmp/lora-store-names"))
+        let hostile = ["..", ".", "../../etc", "/etc/passwd", "a/../../b", "models/../..", ".hidden", "", "x\u{0}y",
+                       "a\\b", "~", "name with space", "ÄÖ", String(repeating: "a", count: 101)]
+        for name in hostile {
+            #expect(throws: ModelStoreError.invalidName(name), "\(name)") { try store.entryDirectory("models", name) }
+        }
+        for name in KnownModel.all.map(\.name) + KnownDataset.all.map(\.name) {
+            let url = try store.entryDirectory("models", name)
+            #expect(url.standardizedFileURL.path.hasPrefix(store.root.path + "/models/"), "\(url.path)")
+        }
+        print("refused \(hostile.count) hostile names, e.g.: \(ModelStoreError.invalidName("../../etc"))")
+    }
+
     @Test func environmentChoosesTheRoot() {
         #expect(ModelStore(environment: ["LORA_HOME": "/tmp/x"]).root.path == "/tmp/x")
         #expect(ModelStore(environment: [:]).root.path.hasSuffix(".cache/swift-lora"))

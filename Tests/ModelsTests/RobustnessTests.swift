@@ -49,6 +49,14 @@ struct RobustnessTests {
         for (m, original) in zip(model.linearModules, originals) {
             #expect(m.base.weight.value.isBitIdentical(to: original), "\(m.name) changed by a failed merge")
         }
+        // A NaN in an adapter (not an overflow) is refused the same way.
+        last.adapter!.a.value.copy(from: randomTensor(last.adapter!.a.shape, seed: 9))
+        last.adapter!.b.value.copy(from: randomTensor(last.adapter!.b.shape, seed: 10))
+        last.adapter!.b.value[0] = .nan
+        #expect(throws: LoRAError.nonFiniteMerge(layer: last.name)) { try model.mergeAdapters() }
+        for (m, original) in zip(model.linearModules, originals) {
+            #expect(m.base.weight.value.isBitIdentical(to: original), "\(m.name) changed by a failed merge")
+        }
     }
 
     @Test func backwardFollowsTheForwardAcrossMerges() throws {
@@ -97,6 +105,35 @@ struct RobustnessTests {
         try SafeTensorsWriter.write(missing, to: file)
         #expect(throws: ModelError.self) { try model2.loadPEFTAdapter(from: dir) }
         #expect(model2.adapterRegistry.names.isEmpty && model2.linearModules.allSatisfy { $0.adapters.isEmpty })
+        // Wrong dtype or non-finite values: refused with the tensor named, the model untouched.
+        let model3 = try Self.adaptedLlama()
+        let before = model3.namedParameters.map { $0.parameter.value.clone() }
+        let key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+        var poisoned = good
+        poisoned[key] = Tensor(shape: good[key]!.shape, generator: { .nan })
+        try SafeTensorsWriter.write(poisoned, to: file)
+        do {
+            try model3.loadPEFTAdapter(from: dir, named: "second")
+            Issue.record("an adapter holding NaN was loaded")
+        } catch {
+            print("NaN adapter: \(error)")
+            #expect(error.description.contains(key) && error.description.contains("NaN"))
+        }
+        let integers = #"{"base_model.model.x":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#
+        var header = Data(withUnsafeBytes(of: UInt64(integers.utf8.count).littleEndian, Array.init))
+        header.append(Data(integers.utf8))
+        header.append(Data(count: 8))
+        try header.write(to: file)
+        do {
+            try model3.loadPEFTAdapter(from: dir, named: "second")
+            Issue.record("an adapter with an I64 tensor was loaded")
+        } catch {
+            print("I64 adapter: \(error)")
+            #expect(error.description.contains("dtype I64"))
+        }
+        #expect(model3.adapterRegistry.names == ["default"])
+        for (p, b) in zip(model3.namedParameters, before) { #expect(p.parameter.value.isBitIdentical(to: b), "\(p.name) changed") }
+        try SafeTensorsWriter.write(missing, to: file)
         // No adapter_config.json: an error, never a fresh adapter.
         try FileManager.default.removeItem(at: dir.appendingPathComponent("adapter_config.json"))
         #expect(throws: ModelError.self) { try model2.loadPEFTAdapter(from: dir) }
