@@ -61,6 +61,21 @@ extension AdaptableModel {
         return covered.map(\.name)
     }
 
+    /// How many values the LoRA matrices of `config` would hold in this model — Σ rank·(in + out)
+    /// over the modules it covers — from the shapes alone (Int.max when that overflows).
+    func plannedLoRAWeights(_ config: LoRAConfig) -> Int {
+        let allLinear = allLinearModulePaths(taskType: config.taskType)
+        var total = 0
+        for m in linearModules where config.covers(m.name, allLinear: allLinear) {
+            let (sides, o1) = m.inFeatures.addingReportingOverflow(m.outFeatures)
+            let (count, o2) = config.settings(for: m.name).rank.multipliedReportingOverflow(by: sides)
+            let (sum, o3) = total.addingReportingOverflow(count)
+            guard !o1, !o2, !o3 else { return .max }
+            total = sum
+        }
+        return total
+    }
+
     /// The parameters of the modules named in `modules_to_save` (matched as PEFT does:
     /// the module path equals the name or ends with ".name").
     func savedModuleParameters(_ modules: [String]) throws(ModelError) -> [(name: String, parameter: Parameter)] {
@@ -165,6 +180,13 @@ extension AdaptableModel {
         }
         if let bad = tensors.keys.sorted().first(where: { tensors[$0]?.isFinite == false }) {
             throw .invalidFile(path: weightsURL.path, reason: "tensor '\(bad)' holds NaN or infinite values (nothing was loaded)")
+        }
+        // A config whose ranks ask for more LoRA weights than the file holds (r = 65536 in a
+        // few bytes of JSON) is refused before the adapter is allocated and initialised.
+        let planned = plannedLoRAWeights(config)
+        let held = tensors.values.reduce(0) { $0 + $1.count }
+        guard planned <= held else {
+            throw .invalidFile(path: directory.path, reason: "adapter_config.json asks for \(planned == .max ? "more than Int.max" : String(planned)) LoRA weights but adapter_model.safetensors holds \(held) values (nothing was loaded)")
         }
         try addAdapter(named: name, config: config, seed: 0)
         do {

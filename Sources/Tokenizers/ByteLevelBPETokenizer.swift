@@ -155,8 +155,8 @@ public struct ByteLevelBPETokenizer: Tokenizer {
             spelledBytes.append(spelled)
             if let id = vocabulary.id(bytes: spelled) { byteIds[b] = Int32(id) }
         }
-        for t in addedTokens where t.id >= Vocabulary.maximumId {
-            throw .invalidField(file: file, field: "added token \"\(t.content)\"", reason: "has the id \(t.id), outside 0..<\(Vocabulary.maximumId)")
+        for t in addedTokens where t.id >= vocabulary.idLimit {
+            throw .invalidField(file: file, field: "added token \"\(t.content)\"", reason: "has the id \(t.id), outside 0..<\(vocabulary.idLimit) (twice the vocabulary + 1024)")
         }
         let added = AddedVocabulary(addedTokens) { $0 }
         // Decoding: added tokens by content, others by vocabulary token, both through the alphabet.

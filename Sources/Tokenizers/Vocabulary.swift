@@ -21,6 +21,12 @@ struct Vocabulary: Sendable {
             maxId = max(maxId, id)
         }
         guard maxId >= 0 else { throw .emptyVocabulary(file: file) }
+        // The reverse table has maxId + 1 slots: a few tokens with huge ids must not make a
+        // tiny file allocate hundreds of megabytes. Real vocabularies number their tokens 0..<n.
+        let limit = Self.idLimit(tokens: idByBytes.count)
+        guard maxId < limit else {
+            throw .invalidField(file: file, field: field, reason: "numbers its \(idByBytes.count) tokens up to \(maxId); ids must stay below \(limit) (twice the token count + 1024)")
+        }
         var tokenById = [String?](repeating: nil, count: maxId + 1)
         for (bytes, id) in idByBytes { tokenById[id] = String(decoding: bytes, as: UTF8.self) }
         self.idByBytes = idByBytes
@@ -28,6 +34,9 @@ struct Vocabulary: Sendable {
     }
 
     var count: Int { idByBytes.count }
+    /// Ids (of the vocabulary and of added tokens) must stay below this: tables are indexed by id.
+    var idLimit: Int { Self.idLimit(tokens: count) }
+    static func idLimit(tokens: Int) -> Int { min(2 * tokens + 1024, maximumId) }
     /// The largest id with a token.
     var largestId: Int { tokenById.count - 1 }
     func id(_ token: String) -> Int? { idByBytes[Array(token.utf8)] }

@@ -133,6 +133,22 @@ struct RobustnessTests {
         }
         #expect(model3.adapterRegistry.names == ["default"])
         for (p, b) in zip(model3.namedParameters, before) { #expect(p.parameter.value.isBitIdentical(to: b), "\(p.name) changed") }
+        // A config asking for rank 65536 beside a small file is refused before anything is allocated.
+        try SafeTensorsWriter.write(good, to: file)
+        let configURL = dir.appendingPathComponent("adapter_config.json")
+        let originalConfig = try Data(contentsOf: configURL)
+        var json = try #require(JSONSerialization.jsonObject(with: originalConfig) as? [String: Any])
+        json["r"] = 65536
+        try JSONSerialization.data(withJSONObject: json).write(to: configURL)
+        do {
+            try model3.loadPEFTAdapter(from: dir, named: "huge")
+            Issue.record("a rank-65536 config was loaded")
+        } catch {
+            print("rank bomb: \(error)")
+            #expect(error.description.contains("asks for") && error.description.contains("LoRA weights"))
+        }
+        #expect(model3.adapterRegistry.names == ["default"])
+        try originalConfig.write(to: configURL)
         try SafeTensorsWriter.write(missing, to: file)
         // No adapter_config.json: an error, never a fresh adapter.
         try FileManager.default.removeItem(at: dir.appendingPathComponent("adapter_config.json"))

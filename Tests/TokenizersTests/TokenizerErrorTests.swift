@@ -38,6 +38,13 @@ struct TokenizerErrorTests {
         ("empty vocab", bpeJSON(model: #""type": "BPE", "vocab": {}, "merges": []"#), .emptyVocabulary(file: "t.json")),
         ("negative id", bpeJSON(model: #""type": "BPE", "vocab": {"a": -1}, "merges": []"#),
          .invalidField(file: "t.json", field: "model.vocab", reason: "gives \"a\" the id -1, outside 0..<16777216")),
+        // Resource bombs: one token numbered near 2^24 would make a few bytes allocate an
+        // id-indexed table of 16 million slots.
+        ("id far beyond the vocabulary", bpeJSON(model: #""type": "BPE", "vocab": {"a": 0, "b": 16000000}, "merges": []"#),
+         .invalidField(file: "t.json", field: "model.vocab", reason: "numbers its 2 tokens up to 16000000; ids must stay below 1028 (twice the token count + 1024)")),
+        ("added token id far beyond the vocabulary", bpeJSON(model: #""type": "BPE", "vocab": {"a": 0}, "merges": []"#,
+                                                             extra: #""added_tokens": [{"id": 16000000, "content": "<s>", "special": true}],"#),
+         .invalidField(file: "t.json", field: "added token \"<s>\"", reason: "has the id 16000000, outside 0..<1026 (twice the vocabulary + 1024)")),
         ("missing merges", bpeJSON(model: #""type": "BPE", "vocab": {"a": 0}"#), .missingField(file: "t.json", field: "model.merges")),
         ("unknown token in merges", bpeJSON(model: #""type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b", "b c"]"#),
          .unknownTokenInMerge(file: "t.json", index: 1, merge: "b c", token: "c")),
