@@ -30,6 +30,9 @@ done
 driver=.build-fuzz/release/lora-fuzz
 if [ "$build" = 1 ]; then
     echo "Building the fuzz driver (release, -sanitize=fuzzer,address)…"
+    # SwiftPM caches the build plan of a path dependency: without this, files added to the main
+    # package since the last fuzz build are not seen.
+    rm -f .build-fuzz/release/description.json
     (cd Fuzz && swift build -c release --build-path ../.build-fuzz \
         -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -Ev '^(/usr/bin/ld.gold: warning|$)' | tail -3)
 fi

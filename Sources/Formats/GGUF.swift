@@ -419,7 +419,10 @@ private struct Header {
             guard let type = GGMLType(rawValue: rawType) else { throw .unknownTensorType(name: name, raw: rawType) }
 
             let dims = ne.compactMap { Int(exactly: $0) }
-            guard dims.count == ne.count, let elements = checkedElementCount(dims) else {
+            // The non-zero dimensions times the type's bytes must fit too: a row's byte size
+            // (rowLength / blockSize · typeSize) is computed even when another dimension is 0.
+            guard dims.count == ne.count, let elements = checkedElementCount(dims),
+                  checkedElementCount(dims + [type.typeSize]) != nil else {
                 throw .invalidDimensions(name: name, dimensions: ne)
             }
             guard dims[0] % type.blockSize == 0 else {

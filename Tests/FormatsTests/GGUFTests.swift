@@ -218,6 +218,8 @@ struct GGUFTests {
             // them (the row count, the shape reversed) would trap.
             ("zero row length with 2^80 rows", B.file(tensors: [B.tensor("w", [0, 1 << 40, 1 << 40])]),
              .invalidDimensions(name: "w", dimensions: [0, 1 << 40, 1 << 40])),
+            ("row of 2^62 floats, zero rows", B.file(tensors: [B.tensor("w", [1 << 62, 0])]),
+             .invalidDimensions(name: "w", dimensions: [1 << 62, 0])),
             ("dimension above Int.max", B.file(tensors: [B.tensor("w", [1 << 63])], data: B.floats([1])),
              .invalidDimensions(name: "w", dimensions: [1 << 63])),
             ("row not a multiple of the block", B.file(tensors: [B.tensor("w", [16, 2], type: 2)], data: B.floats([1])),
