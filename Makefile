@@ -26,11 +26,13 @@ test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --build-path .build-asan
 	SWIFT_BACKTRACE=enable=no $(SWIFT) test --skip-build --sanitize=address --build-path .build-asan
 
-## test-tsan: the multi-threaded kernels and layers under ThreadSanitizer (.build-tsan); see docs/RELIABILITY.md
-TSAN_FILTER ?= KernelsTests|LayersTests|LoRATests|MemoryModesTests
+## test-tsan: the multi-threaded kernels under ThreadSanitizer (.build-tsan): the parallel-kernel suite
+## (every parallelChunks/parallelRows user at sizes that split), kernels, layers, LoRA and memory modes.
+## OpenBLAS keeps 2+ threads: our kernels split work only when it has them. See docs/RELIABILITY.md.
+TSAN_FILTER ?= ParallelDeterminismTests|KernelsTests|LayersTests|LoRATests|MemoryModesTests
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
-	SWIFT_BACKTRACE=enable=no TSAN_OPTIONS=halt_on_error=1 OPENBLAS_NUM_THREADS=1 \
+	SWIFT_BACKTRACE=enable=no TSAN_OPTIONS=halt_on_error=1 \
 		$(SWIFT) test --skip-build --sanitize=thread --build-path .build-tsan --filter '$(TSAN_FILTER)'
 
 ## fuzz: a short pass of every fuzz target under libFuzzer + AddressSanitizer (Fuzz/run.sh; FUZZ_SECONDS

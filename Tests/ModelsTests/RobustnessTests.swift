@@ -155,6 +155,30 @@ struct RobustnessTests {
         #expect(throws: ModelError.self) { try model2.loadPEFTAdapter(from: dir) }
     }
 
+    /// A config.json (or GGUF metadata, see the fuzz regressions) describing a model larger than
+    /// the weights beside it is refused before the model is allocated.
+    @Test(arguments: ["tiny-llama", "tiny-bert"])
+    func configurationsLargerThanTheirWeightsAreRefused(_ fixture: String) throws {
+        let source = fixturesDirectory.appendingPathComponent(fixture)
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-bomb-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(at: source.appendingPathComponent("model.safetensors"), to: dir.appendingPathComponent("model.safetensors"))
+        var config = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as? [String: Any])
+        config["num_hidden_layers"] = 2000   // ~1.3·10^10 parameters, 50 GB of Float32: under the
+        config["hidden_size"] = 1024         // 2^36 ceiling, so only the comparison with the file stops it
+        config["intermediate_size"] = 1024
+        config["head_dim"] = nil
+        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        do {
+            _ = try ModelLoader.loadHuggingFace(directory: dir)
+            Issue.record("a config describing a model larger than its weights was loaded")
+        } catch {
+            print("\(fixture): \(error)")
+            #expect("\(error)".contains("the configuration describes") && "\(error)".contains("but the file holds only"))
+        }
+    }
+
     @Test func hostileConfigurationsAndInputsThrow() throws {
         #expect(throws: ModelError.self) {
             _ = try LlamaConfiguration(vocabSize: 1 << 62, hiddenSize: 64, intermediateSize: 8, numHiddenLayers: 1,
