@@ -21,10 +21,12 @@ build: deps
 test: build
 	$(SWIFT) test --skip-build
 
-## test-asan: every test under AddressSanitizer (separate build in .build-asan; a few times slower)
+## test-asan: every test under AddressSanitizer (separate build in .build-asan; ~8 min on 2 cores). Leak
+## detection is off here: what it reports at exit lies in Foundation's error paths, XCTest and the
+## tests' static data (docs/RELIABILITY.md); the fuzz targets check our parsers for leaks per input.
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --build-path .build-asan
-	SWIFT_BACKTRACE=enable=no $(SWIFT) test --skip-build --sanitize=address --build-path .build-asan
+	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --build-path .build-asan
 
 ## test-tsan: the multi-threaded kernels under ThreadSanitizer (.build-tsan): the parallel-kernel suite
 ## (every parallelChunks/parallelRows user at sizes that split), kernels, layers, LoRA and memory modes.
