@@ -307,7 +307,8 @@ public final class LlamaForCausalLM: AdaptableModel {
     let sharedBuffers = BufferPool()
     /// Keep only each block's input in the forward pass of a training step and recompute the
     /// block (same dropout masks) just before its backward pass: activation memory drops from one
-    /// set per block to one set in all, for about one more forward pass of compute.
+    /// set per block to one set in all, for about one more forward pass of compute. Forward
+    /// passes without backward (evaluation) also run every block in the one shared set.
     public var recomputesActivations = false
     /// What the backward pass needs to recompute the blocks: each block's input, the batch's
     /// shape, positions and mask, and the dropout states before each block ran.
@@ -352,8 +353,10 @@ public final class LlamaForCausalLM: AdaptableModel {
         let recompute = forBackward && recomputesActivations
         var inputs: [Tensor] = [], dropout: [[[SplitMix64]]] = []
         for layer in layers {
-            // Recomputing: the block runs in the pool's buffers (lending nothing is a no-op).
-            let buffers = recompute ? layer.workBuffers : []
+            // Recomputing: the block runs in the pool's buffers (lending nothing is a no-op). A
+            // forward pass without backward (evaluation) does too, or every block would fill its
+            // own activation buffers and undo what recomputation saves.
+            let buffers = recomputesActivations ? layer.workBuffers : []
             if recompute {
                 inputs.append(x)
                 dropout.append(layer.dropoutStates)

@@ -37,46 +37,180 @@ public struct TrainerState: Sendable, Codable {
 }
 
 /// Checkpoints under `<output>/checkpoints/step-NNNNNN/`: the adapter (PEFT files) or, for full
-/// fine-tuning, every trained weight; the optimizer's moments; the trainer's state. Each is
-/// written into a temporary folder and renamed into place, so a checkpoint is whole or absent.
+/// fine-tuning, every trained weight; the optimizer's moments; the trainer's state.
+///
+/// A checkpoint is whole or absent whenever the process dies (SIGKILL, power loss):
+///
+/// - its files are written into `checkpoints/.tmp-step-NNNNNN-<uuid>/` and fsynced, and that
+///   folder is renamed to `step-NNNNNN` in one step, then the `checkpoints` folder is fsynced;
+/// - a checkpoint of the same step that is already there is swapped with the new one atomically
+///   (`renameat2(RENAME_EXCHANGE)`), so there is no moment with neither; where the file system
+///   cannot swap, the old one is first renamed to `.trash-replaced-step-NNNNNN-…`, and `sweep`
+///   puts it back if the process died before the new one was in place;
+/// - old checkpoints are pruned by renaming them out of the `step-*` names (to `.trash-…`)
+///   before deleting them, so a half-deleted checkpoint is never listed;
+/// - `list` returns only checkpoints whose required files are all there;
+/// - `sweep`, at the start of every run, removes `.tmp-*` and `.trash-*` leftovers.
 public enum Checkpoints {
     public static func directory(_ output: URL) -> URL { output.appendingPathComponent("checkpoints") }
+
+    /// The files a checkpoint must have: the trainer state, the optimizer state, and the
+    /// weights (a PEFT adapter's two files, or `model.safetensors` for full fine-tuning).
+    public static func isComplete(_ checkpoint: URL) -> Bool {
+        func present(_ name: String) -> Bool {
+            let path = checkpoint.appendingPathComponent(name).path
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber else { return false }
+            return size.intValue > 0
+        }
+        return present("trainer_state.json") && present("optimizer.safetensors")
+            && (present("model.safetensors") || (present("adapter_model.safetensors") && present("adapter_config.json")))
+    }
+
+    /// The step of a `step-NNNNNN` name.
+    static func step(ofName name: String) -> Int? {
+        guard name.hasPrefix("step-") else { return nil }
+        let digits = name.dropFirst(5)
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
+        return Int(digits)
+    }
 
     /// Every complete checkpoint, oldest first.
     public static func list(_ output: URL) -> [URL] {
         let dir = directory(output)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        return names.filter { $0.hasPrefix("step-") }.sorted().map { dir.appendingPathComponent($0) }
-            .filter { FileManager.default.fileExists(atPath: $0.appendingPathComponent("trainer_state.json").path) }
+        return names.compactMap { name in step(ofName: name).map { (step: $0, name: name) } }
+            .sorted { ($0.step, $0.name) < ($1.step, $1.name) }
+            .map { dir.appendingPathComponent($0.name) }
+            .filter(isComplete)
     }
 
-    public static func save(_ trainer: Trainer, state: TrainerState, output: URL, keep: Int) throws -> URL {
+    /// Removes what an interrupted write left behind: `checkpoints/.tmp-*` and `.trash-*`, and in
+    /// `output` the adapter's `.tmp-*` folders and the writers' `.NAME.UUID.tmp` files. A
+    /// checkpoint that was being replaced (`.trash-replaced-step-N-…`) is put back when its step
+    /// has no complete checkpoint. Returns what it removed or restored, for the log.
+    @discardableResult
+    public static func sweep(_ output: URL) -> [String] {
+        let fm = FileManager.default
+        var done: [String] = []
+        let dir = directory(output)
+        for name in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] {
+            let url = dir.appendingPathComponent(name)
+            if name.hasPrefix(".trash-replaced-") {
+                // ".trash-replaced-step-NNNNNN-<uuid>": the old checkpoint of a replacement.
+                let stepName = name.dropFirst(".trash-replaced-".count).split(separator: "-").prefix(2).joined(separator: "-")
+                let final = dir.appendingPathComponent(stepName)
+                if step(ofName: stepName) != nil, !isComplete(final), isComplete(url) {
+                    try? fm.removeItem(at: final)
+                    if (try? DurableFiles.rename(url, to: final)) != nil {
+                        done.append("restored \(stepName) from \(name)")
+                        continue
+                    }
+                }
+            }
+            if name.hasPrefix(".tmp-") || name.hasPrefix(".trash-") {
+                try? fm.removeItem(at: url)
+                done.append("removed \(url.path)")
+            }
+        }
+        for name in (try? fm.contentsOfDirectory(atPath: output.path)) ?? [] where
+            name.hasPrefix(".tmp-") || (name.hasPrefix(".") && name.hasSuffix(".tmp")) {
+            let url = output.appendingPathComponent(name)
+            try? fm.removeItem(at: url)
+            done.append("removed \(url.path)")
+        }
+        if !done.isEmpty { try? DurableFiles.sync(dir) }
+        return done
+    }
+
+    /// Writes the checkpoint of the trainer's current step, replacing one of the same step, and
+    /// prunes all but the newest `keep`. `pause` runs between the files (a test hook that slows
+    /// the write down so that a signal can land inside it).
+    public static func save(_ trainer: Trainer, state: TrainerState, output: URL, keep: Int,
+                            pause: (() -> Void)? = nil) throws -> URL {
         let fm = FileManager.default
         let dir = directory(output)
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
-        let final = dir.appendingPathComponent(String(format: "step-%06d", trainer.step))
-        let temporary = dir.appendingPathComponent(".tmp-\(UUID().uuidString)")
-        defer { try? fm.removeItem(at: temporary) }
-        try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
-        if trainer.configuration.full {
-            try writeAllWeights(trainer.model, to: temporary.appendingPathComponent("model.safetensors"))
-        } else {
-            try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
+        let stepName = String(format: "step-%06d", trainer.step)
+        let final = dir.appendingPathComponent(stepName)
+        let temporary = dir.appendingPathComponent(".tmp-\(stepName)-\(UUID().uuidString)")
+        /// Any failure names the checkpoint, the file and the reason; the temporary folder goes.
+        func failed(_ error: any Error, file: String? = nil) -> TrainingError {
+            let name = (file ?? DurableFiles.fileNamed(in: error)).map { URL(fileURLWithPath: $0).lastPathComponent }
+            let previous = list(output).last.map { "; the previous checkpoint \($0.path) is intact" } ?? ""
+            return .checkpoint(path: final.path, reason: "cannot write \(name ?? "the checkpoint"): \(DurableFiles.plainReason(error))\(previous)")
         }
+        defer { if fm.fileExists(atPath: temporary.path) { try? fm.removeItem(at: temporary) } }
+        do {
+            try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
+        } catch {
+            throw failed(error, file: temporary.path)
+        }
+        do {
+            if trainer.configuration.full {
+                try writeAllWeights(trainer.model, to: temporary.appendingPathComponent("model.safetensors"))
+            } else {
+                try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
+            }
+        } catch {
+            throw failed(error)
+        }
+        pause?()
         var moments: [String: Tensor] = [:]
         for (i, m) in trainer.optimizer.moments.enumerated() {
             moments[String(format: "m.%05d", i)] = m.first
             moments[String(format: "v.%05d", i)] = m.second
         }
-        try SafeTensorsWriter.write(moments, to: temporary.appendingPathComponent("optimizer.safetensors"),
-                                    metadata: ["step": String(trainer.optimizer.step)])
+        do {
+            try SafeTensorsWriter.write(moments, to: temporary.appendingPathComponent("optimizer.safetensors"),
+                                        metadata: ["step": String(trainer.optimizer.step)])
+        } catch {
+            throw failed(error, file: "optimizer.safetensors")
+        }
+        pause?()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(state).write(to: temporary.appendingPathComponent("trainer_state.json"))
-        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
-        try fm.moveItem(at: temporary, to: final)
-        for old in list(output).dropLast(keep) { try? fm.removeItem(at: old) }
+        do {
+            try DurableFiles.write(try encoder.encode(state), to: temporary.appendingPathComponent("trainer_state.json"))
+            try DurableFiles.syncContents(of: temporary)
+        } catch {
+            throw failed(error)
+        }
+        pause?()
+        do {
+            if fm.fileExists(atPath: final.path) {
+                // Same step again (a resume from an older checkpoint): swap, then drop the old one.
+                if try DurableFiles.exchange(temporary, final) {
+                    try DurableFiles.sync(dir)
+                } else {
+                    let old = dir.appendingPathComponent(".trash-replaced-\(stepName)-\(UUID().uuidString)")
+                    try DurableFiles.rename(final, to: old)
+                    try DurableFiles.rename(temporary, to: final)
+                    try DurableFiles.sync(dir)
+                    try? fm.removeItem(at: old)
+                }
+            } else {
+                try DurableFiles.rename(temporary, to: final)
+                try DurableFiles.sync(dir)
+            }
+        } catch {
+            throw failed(error)
+        }
+        prune(output, keep: keep)
         return final
+    }
+
+    /// Removes all but the newest `keep` checkpoints: each is renamed out of the `step-*` names
+    /// first, so a half-deleted one is never listed.
+    static func prune(_ output: URL, keep: Int) {
+        let dir = directory(output)
+        let old = list(output).dropLast(keep)
+        guard !old.isEmpty else { return }
+        var trash: [URL] = []
+        for checkpoint in old {
+            let target = dir.appendingPathComponent(".trash-\(checkpoint.lastPathComponent)-\(UUID().uuidString)")
+            if (try? DurableFiles.rename(checkpoint, to: target)) != nil { trash.append(target) }
+        }
+        try? DurableFiles.sync(dir)
+        for t in trash { try? FileManager.default.removeItem(at: t) }
     }
 
     /// Every weight of the model under its Hugging Face name (full fine-tuning's result).

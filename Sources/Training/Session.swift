@@ -50,6 +50,18 @@ public struct TestResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey { case file, examples, loss, accuracy, macroF1 = "macro_f1" }
 }
 
+/// A run stopped on request (SIGINT, SIGTERM) after a step: where its state was saved.
+public struct TrainingInterrupted: Error, CustomStringConvertible {
+    /// The last step trained.
+    public var step: Int
+    /// The checkpoint that holds that step, or nil when none was written (nothing trained yet,
+    /// or the weights were not finite).
+    public var checkpoint: String?
+    public var description: String {
+        "training stopped at step \(step)" + (checkpoint.map { "; checkpoint \($0)" } ?? "; no checkpoint was written")
+    }
+}
+
 /// A whole run: prepares the model (fresh LoRA adapter, full fine-tuning, or a checkpoint to
 /// resume), trains, evaluates every `evalEvery` steps, keeps the best adapter in `output`,
 /// checkpoints every `saveEvery` steps and at the end, and writes `metrics.jsonl` and `loss.svg`.
@@ -69,6 +81,15 @@ public final class TrainingSession {
     /// later step changed the weights.
     var bestWeights: [Tensor]?
     var weightsAreBest = false
+    /// The step of the last checkpoint written (or resumed from).
+    var checkpointStep: Int?
+    /// Asked between steps; true stops the run with a checkpoint (`TrainingInterrupted`).
+    public var stopRequested: (() -> Bool)?
+    /// Runs between the files of every checkpoint (a test hook: `LORA_TEST_CHECKPOINT_PAUSE_MS`).
+    public var checkpointPause: (() -> Void)?
+    /// Runs after every optimizer step, before evaluation and checkpointing (a test hook:
+    /// `LORA_TEST_SPIKE_AT_STEP` blows the weights up to exercise divergence handling).
+    public var afterStep: ((Trainer) -> Void)?
 
     /// - Parameter tests: held-out sets evaluated once at the end, on the kept model.
     public init(model: PretrainedModel, configuration: TrainingConfiguration, train: [Example], valid: [Example],
@@ -99,6 +120,7 @@ public final class TrainingSession {
             bestScore = state.bestScore
             evaluationsWithoutImprovement = state.evaluationsWithoutImprovement
             trainer.lastCheckpoint = resume.path
+            checkpointStep = state.step
             events(.message("resumed from \(resume.path) at step \(state.step)"))
         }
     }
@@ -112,11 +134,20 @@ public final class TrainingSession {
 
     public func run() throws -> TrainingSummary {
         let fm = FileManager.default
-        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        do {
+            try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        } catch {
+            throw TrainingError.output(path: output.path, reason: DurableFiles.plainReason(error))
+        }
+        for note in Checkpoints.sweep(output) { events(.message("leftover of an interrupted write: \(note)")) }
         let metricsURL = output.appendingPathComponent("metrics.jsonl")
         if !fm.fileExists(atPath: metricsURL.path) { _ = fm.createFile(atPath: metricsURL.path, contents: nil) }
-        metrics = try FileHandle(forWritingTo: metricsURL)
-        try metrics?.seekToEnd()
+        do {
+            metrics = try FileHandle(forWritingTo: metricsURL)
+            try metrics?.seekToEnd()
+        } catch {
+            throw TrainingError.output(path: metricsURL.path, reason: DurableFiles.plainReason(error))
+        }
         defer { try? metrics?.close() }
         let c = trainer.configuration
         let start = Date()
@@ -124,20 +155,38 @@ public final class TrainingSession {
         var lastLoss: Double?
         var stopEarly = false
         while trainer.step < trainer.totalSteps && !stopEarly {
-            let record = try trainer.trainStep()
+            if let stopRequested, stopRequested() { throw try interrupted() }
+            let record: StepRecord
+            do {
+                record = try trainer.trainStep()
+            } catch TrainingError.diverged(let step, _) {
+                throw divergence(at: step)
+            }
+            afterStep?(trainer)
             weightsAreBest = weightsAreBest && record.skipped
             tokens += record.tokens
             examples += record.examples
             trainSeconds += record.seconds
             if !record.skipped { lastLoss = record.loss; trainLosses.append((record.step, record.loss)) }
-            log(["type": "train", "step": record.step, "loss": record.loss, "lr": record.learningRate,
+            try log(["type": "train", "step": record.step, "loss": record.loss, "lr": record.learningRate,
                  "grad_norm": record.gradientNorm, "tokens": record.tokens, "seconds": record.seconds, "skipped": record.skipped])
             events(.step(record, total: trainer.totalSteps))
             let last = trainer.step == trainer.totalSteps
             if !valid.isEmpty, let every = c.evalEvery ?? (last ? 1 : nil), trainer.step % every == 0 || last {
                 stopEarly = try evaluateAndKeepBest()
             }
-            if let every = c.saveEvery, trainer.step % every == 0, !last { try checkpoint() }
+            if let every = c.saveEvery, trainer.step % every == 0, !last {
+                // Never while the steps are not finite: those weights may be the diverging ones.
+                if trainer.consecutiveNonFinite == 0 {
+                    try checkpoint()
+                } else {
+                    events(.message("no checkpoint at step \(trainer.step): the step was not finite"))
+                }
+            }
+        }
+        if trainer.consecutiveNonFinite > 0 {
+            events(.message("warning: the last \(trainer.consecutiveNonFinite) steps were not finite (fewer than max_non_finite_steps, "
+                            + "\(c.maxNonFiniteSteps), so training was not stopped); the final weights are those of step \(trainer.step - trainer.consecutiveNonFinite)"))
         }
         try checkpoint()
         if valid.isEmpty || bestScore == nil { try saveAdapter() }
@@ -176,11 +225,12 @@ public final class TrainingSession {
     /// Evaluates; saves the adapter when it is the best so far. Returns true to stop early.
     func evaluateAndKeepBest() throws -> Bool {
         let result = try trainer.evaluate(valid)
-        let improved = bestScore.map { result.score > $0 } ?? true
+        // A non-finite evaluation never counts as the best: its adapter is not saved.
+        let improved = result.score.isFinite && (bestScore.map { result.score > $0 } ?? true)
         var entry: [String: Any] = ["type": "eval", "step": trainer.step, "loss": result.loss, "examples": result.examples]
         if let a = result.accuracy { entry["accuracy"] = a }
         if let f = result.macroF1 { entry["macro_f1"] = f }
-        log(entry)
+        try log(entry)
         validLosses.append((trainer.step, result.loss))
         events(.evaluation(step: trainer.step, result, improved: improved))
         if improved {
@@ -205,35 +255,132 @@ public final class TrainingSession {
     }
 
     /// The result in `output` itself: a PEFT adapter (or, with `full`, the weights) plus the label map.
+    ///
+    /// Never left half-written in a way that loads wrongly: the files are written into
+    /// `output/.tmp-adapter-…/` and fsynced; then `adapter_config.json` is removed, the weights
+    /// and label map are renamed into place, and the config comes last. A crash in between
+    /// leaves a folder without `adapter_config.json`, which every loader refuses by name,
+    /// never a new config beside old weights. Non-finite weights are never saved.
     func saveAdapter() throws {
-        if trainer.configuration.full {
-            try Checkpoints.writeAllWeights(trainer.model, to: output.appendingPathComponent("model.safetensors"))
-        } else {
-            try trainer.model.adaptable.savePEFTAdapter(named: "default", to: output)
+        guard weightsAreFinite() else {
+            throw TrainingError.diverged(step: trainer.step, lastCheckpoint: trainer.lastCheckpoint)
         }
-        if let labels {
-            let data = try JSONSerialization.data(withJSONObject: ["labels": labels], options: [.sortedKeys])
-            try atomicWrite(data, to: output.appendingPathComponent("label_map.json"))
+        let fm = FileManager.default
+        let temporary = output.appendingPathComponent(".tmp-adapter-\(UUID().uuidString)")
+        defer { if fm.fileExists(atPath: temporary.path) { try? fm.removeItem(at: temporary) } }
+        func failed(_ error: any Error) -> TrainingError {
+            let file = DurableFiles.fileNamed(in: error).map { URL(fileURLWithPath: $0).lastPathComponent } ?? "the adapter"
+            return .output(path: output.appendingPathComponent(file).path, reason: "cannot write it: \(DurableFiles.plainReason(error))")
+        }
+        do {
+            try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
+            let weights: [String]
+            if trainer.configuration.full {
+                try Checkpoints.writeAllWeights(trainer.model, to: temporary.appendingPathComponent("model.safetensors"))
+                weights = ["model.safetensors"]
+            } else {
+                try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
+                weights = ["adapter_model.safetensors"]
+            }
+            if let labels {
+                let data = try JSONSerialization.data(withJSONObject: ["labels": labels], options: [.sortedKeys])
+                try DurableFiles.write(data, to: temporary.appendingPathComponent("label_map.json"))
+            }
+            try DurableFiles.syncContents(of: temporary)
+            let config = output.appendingPathComponent("adapter_config.json")
+            if fm.fileExists(atPath: temporary.appendingPathComponent("adapter_config.json").path), fm.fileExists(atPath: config.path) {
+                try fm.removeItem(at: config)
+                try DurableFiles.sync(output)
+            }
+            for name in (labels == nil ? [] : ["label_map.json"]) + weights {
+                try DurableFiles.rename(temporary.appendingPathComponent(name), to: output.appendingPathComponent(name))
+            }
+            if !trainer.configuration.full {
+                try DurableFiles.sync(output)
+                try DurableFiles.rename(temporary.appendingPathComponent("adapter_config.json"), to: config)
+            }
+            try DurableFiles.sync(output)
+        } catch {
+            throw failed(error)
+        }
+    }
+
+    /// Whether every trainable weight is finite (diverged weights are never saved).
+    func weightsAreFinite() -> Bool {
+        trainer.optimizer.parameters.allSatisfy { p in
+            let v = p.value, data = v.data
+            for i in 0..<v.count where !data[i].isFinite { return false }
+            return true
         }
     }
 
     func checkpoint() throws {
+        guard weightsAreFinite() else {
+            events(.message("no checkpoint at step \(trainer.step): the weights are not finite"))
+            return
+        }
         let state = TrainerState(step: trainer.step, batcher: trainer.batcher.state, dropout: trainer.dropoutStates.map(String.init),
                                  configuration: trainer.configuration, baseModel: BaseModelFingerprint(trainer.model),
                                  bestScore: bestScore, evaluationsWithoutImprovement: evaluationsWithoutImprovement, labels: labels)
-        let url = try Checkpoints.save(trainer, state: state, output: output, keep: trainer.configuration.keepCheckpoints)
+        let url = try Checkpoints.save(trainer, state: state, output: output, keep: trainer.configuration.keepCheckpoints,
+                                       pause: checkpointPause)
         trainer.lastCheckpoint = url.path
+        checkpointStep = trainer.step
         events(.checkpoint(step: trainer.step, path: url.path))
     }
 
-    func log(_ entry: [String: Any]) {
+    /// The error for a divergence declared at `step`. The weights the non-finite steps ran on are
+    /// those of the last finite step; a checkpoint of that step holds them, so it is set aside as
+    /// `checkpoints/diverged-step-NNNNNN` (kept for inspection, never listed, never resumed by
+    /// `latest`), and the error names the newest checkpoint before it.
+    func divergence(at step: Int) -> TrainingError {
+        let lastFinite = step - trainer.consecutiveNonFinite
+        let dir = Checkpoints.directory(output)
+        let suspect = dir.appendingPathComponent(String(format: "step-%06d", lastFinite))
+        if FileManager.default.fileExists(atPath: suspect.path) {
+            var target = dir.appendingPathComponent("diverged-" + suspect.lastPathComponent)
+            if FileManager.default.fileExists(atPath: target.path) {
+                target = dir.appendingPathComponent("diverged-\(suspect.lastPathComponent)-\(UUID().uuidString)")
+            }
+            if (try? DurableFiles.rename(suspect, to: target)) != nil {
+                try? DurableFiles.sync(dir)
+                events(.message("the checkpoint of step \(lastFinite) holds the weights that gave the non-finite steps: moved to \(target.path)"))
+            }
+        }
+        let good = Checkpoints.list(output).last { (Checkpoints.step(ofName: $0.lastPathComponent) ?? .max) < lastFinite }
+        return .diverged(step: step, lastCheckpoint: good?.path)
+    }
+
+    /// Stops on request: checkpoints the current step (unless it already is, or nothing was
+    /// trained) and returns the error that reports it.
+    func interrupted() throws -> TrainingInterrupted {
+        if trainer.step > 0 && checkpointStep != trainer.step && trainer.consecutiveNonFinite == 0 { try checkpoint() }
+        return TrainingInterrupted(step: trainer.step, checkpoint: checkpointStep == trainer.step ? trainer.lastCheckpoint : nil)
+    }
+
+    func log(_ entry: [String: Any]) throws {
+        // JSON has no NaN or infinity: a skipped step's figures are logged as null.
+        let entry = entry.mapValues { value -> Any in
+            if let d = value as? Double, !d.isFinite { return NSNull() }
+            return value
+        }
         guard let data = try? JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys]) else { return }
-        metrics?.write(data + Data("\n".utf8))
+        do {
+            try metrics?.write(contentsOf: data + Data("\n".utf8))
+        } catch {
+            throw TrainingError.output(path: output.appendingPathComponent("metrics.jsonl").path,
+                                       reason: "cannot append to it: \(DurableFiles.plainReason(error))")
+        }
     }
 
     func writeLossCurve() throws {
         let svg = LossCurve.svg(train: trainLosses, valid: validLosses, title: "loss — \(output.lastPathComponent)")
-        try atomicWrite(Data(svg.utf8), to: output.appendingPathComponent("loss.svg"))
+        let url = output.appendingPathComponent("loss.svg")
+        do {
+            try atomicWrite(Data(svg.utf8), to: url)
+        } catch {
+            throw TrainingError.output(path: url.path, reason: "cannot write it: \(DurableFiles.plainReason(error))")
+        }
     }
 }
 

@@ -56,7 +56,9 @@ public final class Trainer {
         self.padId = padId
         batcher = Batcher(examples: examples, batchSize: configuration.batchSize, seed: configuration.seed)
         let perEpoch = max(batcher.batchesPerEpoch / configuration.gradAccum, 1)
-        totalSteps = configuration.steps ?? perEpoch * (configuration.epochs ?? 1)
+        let (epochSteps, overflow) = perEpoch.multipliedReportingOverflow(by: configuration.epochs ?? 1)
+        guard configuration.steps != nil || !overflow else { throw .invalidConfiguration("--epochs \(configuration.epochs ?? 1) is too many") }
+        totalSteps = configuration.steps ?? epochSteps
         let trainable = model.adaptable.trainableParameters
         guard !trainable.isEmpty else { throw .invalidConfiguration("the model has no trainable parameters") }
         optimizer = AdamW(parameters: trainable, learningRate: Float(configuration.learningRate),

@@ -87,7 +87,8 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
         guard batchSize > 0 else { throw bad("batch-size", "must be positive") }
         guard gradAccum > 0 else { throw bad("grad-accum", "must be positive") }
         guard maxSeqLen > 1 else { throw bad("max-seq-len", "must be at least 2") }
-        guard warmup >= 0 && warmup.isFinite else { throw bad("warmup", "must be ≥ 0") }
+        // Bounded so that the step count it gives always converts to an Int.
+        guard warmup >= 0 && warmup <= 1e15 else { throw bad("warmup", "must be in 0...1e15 (steps, or a fraction below 1)") }
         guard weightDecay >= 0 else { throw bad("weight-decay", "must be ≥ 0") }
         guard maxGradNorm > 0 else { throw bad("max-grad-norm", "must be positive") }
         guard epochs == nil || steps == nil else { throw .invalidConfiguration("give --epochs or --steps, not both") }
@@ -117,6 +118,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case invalidConfiguration(String)
     case diverged(step: Int, lastCheckpoint: String?)
     case checkpoint(path: String, reason: String)
+    /// A file of the output folder (adapter, metrics, loss curve) could not be written.
+    case output(path: String, reason: String)
     case data(String)
 
     public var description: String {
@@ -126,6 +129,7 @@ public enum TrainingError: Error, CustomStringConvertible {
             "training diverged: loss or gradients were not finite for several steps in a row, up to step \(step)"
                 + (last.map { "; the last good checkpoint is \($0)" } ?? "; no checkpoint was written yet")
         case let .checkpoint(path, reason): "checkpoint \(path): \(reason)"
+        case let .output(path, reason): "\(path): \(reason)"
         case .data(let why): why
         }
     }

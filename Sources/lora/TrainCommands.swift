@@ -50,6 +50,10 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many evaluations without improvement.") var earlyStopping: Int?
     @Option(help: "Continue from a checkpoint directory (OUTPUT/checkpoints/step-…), or 'latest'.") var resume: String?
     @OptionGroup var memory: MemoryOptions
+    @Flag(help: "Load the model and the data, print the estimated peak memory of training (broken down) beside the memory available, and exit without training.")
+    var dryRun = false
+    @Flag(help: "Train even when the estimated peak memory exceeds the memory available (MemAvailable, or the cgroup's memory.max if lower).")
+    var ignoreMemoryLimit = false
     @Flag(help: "Print the summary as one JSON object on stdout (progress goes to stderr).") var json = false
 
     /// The settings: defaults, then the config file, then the flags.
@@ -99,11 +103,18 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let settings = try settings()
+        // What the machine has before this process loads anything.
+        let available = AvailableMemory.current()
+        // SIGINT / SIGTERM: stop after the current step with a checkpoint; a second one exits at once.
+        if !dryRun { StopSignals.install() }
         let outputURL = URL(fileURLWithPath: output)
         var resumeURL: URL?
         if let resume {
             resumeURL = resume == "latest" ? Checkpoints.list(outputURL).last : URL(fileURLWithPath: resume)
-            guard resumeURL != nil else { throw CommandError("no checkpoint in \(Checkpoints.directory(outputURL).path) to resume") }
+            guard let resumeURL else { throw CommandError("no checkpoint in \(Checkpoints.directory(outputURL).path) to resume") }
+            guard Checkpoints.isComplete(resumeURL) else {
+                throw CommandError("\(resumeURL.path) is not a complete checkpoint (it needs trainer_state.json, optimizer.safetensors and the adapter or model weights)")
+            }
         }
         // Classification: the label map comes from the training data (or the checkpoint).
         var labels: [String]? = nil
@@ -148,7 +159,63 @@ struct Train: ParsableCommand {
                                           padId: pretrained.tokenizer.padTokenId ?? pretrained.tokenizer.eosTokenId ?? 0,
                                           output: outputURL, labels: labels, resume: resumeURL, events: progress.handle)
         note(pretrained.model.adaptable.trainableParameterReport() + "; \(session.trainer.totalSteps) steps")
-        let summary = try session.run()
+
+        // Memory: the estimated peak against what the machine has (see MemoryEstimate).
+        let everything = train + validExamples + testSets.flatMap(\.examples)
+        let longest = min(settings.maxSeqLen, everything.map(\.ids.count).max() ?? settings.maxSeqLen)
+        let fileBytes = modelFileBytes()
+        func estimate(batch: Int, recompute: Bool) -> MemoryEstimate {
+            MemoryEstimate.estimate(model: pretrained.model, batch: batch, length: longest, recompute: recompute, modelFileBytes: fileBytes,
+                                    dataTokens: everything.reduce(0) { $0 + $1.ids.count }, dataExamples: everything.count)
+        }
+        let estimated = estimate(batch: settings.batchSize, recompute: memory.recompute)
+        var alternatives: [(flag: String, bytes: Int)] = []
+        if estimated.recomputeApplies && !memory.recompute {
+            alternatives.append(("--recompute", estimate(batch: settings.batchSize, recompute: true).peakBytes))
+        }
+        if settings.batchSize > 1 {
+            let half = settings.batchSize / 2
+            alternatives.append(("--batch-size \(half) --grad-accum \(settings.gradAccum * 2)", estimate(batch: half, recompute: memory.recompute).peakBytes))
+        }
+        let verdict = MemoryVerdict.judge(estimated, available: available, ignoreLimit: ignoreMemoryLimit, alternatives: alternatives,
+                                          precisionCanDrop: !settings.full && memory.precision == .fp32)
+        if dryRun {
+            return try printDryRun(estimated, available: available, verdict: verdict, alternatives: alternatives, precision: memory.precision)
+        }
+        switch verdict {
+        case .fits: break
+        case .refuse(let message): throw CommandError(message)
+        case .proceedWithWarning(let message): note(message)
+        }
+
+        session.stopRequested = { StopSignals.requested != nil }
+        if let pause = ProcessInfo.processInfo.environment["LORA_TEST_CHECKPOINT_PAUSE_MS"].flatMap(UInt32.init), pause > 0 {
+            // Test hook: slow each checkpoint write down so that a kill or a signal can land inside it.
+            session.checkpointPause = { usleep(pause * 1000) }
+        }
+        if let spike = ProcessInfo.processInfo.environment["LORA_TEST_SPIKE_AT_STEP"].flatMap(Int.init) {
+            // Test hook: after that step, multiply every trainable weight by 1e30 (finite, but the
+            // next steps' losses are not), as a learning-rate spike would.
+            session.afterStep = { trainer in
+                guard trainer.step == spike else { return }
+                for p in trainer.optimizer.parameters { for i in 0..<p.value.count { p.value[i] *= 1e30 } }
+            }
+        }
+        let summary: TrainingSummary
+        do {
+            summary = try session.run()
+        } catch let stop as TrainingInterrupted {
+            progress.finish()
+            let signal = StopSignals.requested ?? SIGINT
+            if let checkpoint = stop.checkpoint {
+                note("\(StopSignals.name(signal)): stopped after step \(stop.step) of \(session.trainer.totalSteps); checkpoint written to \(checkpoint)")
+                note("resume with: \(resumeCommand())")
+            } else {
+                let newest = Checkpoints.list(outputURL).last.map { "; the newest checkpoint is \($0.path) (resume with: \(resumeCommand()))" } ?? ""
+                note("\(StopSignals.name(signal)): stopped at step \(stop.step); no checkpoint of this step was written\(newest)")
+            }
+            throw ExitCode(128 + signal)
+        }
         progress.finish()
         if json { return try printJSON(summary) }
         print("""
@@ -156,6 +223,71 @@ struct Train: ParsableCommand {
         trainable params \(summary.trainableParams.formatted()) of \(summary.allParams.formatted()); final train loss \(summary.finalTrainLoss.map { String(format: "%.4f", $0) } ?? "–")\(summary.bestValid.map { String(format: "; best validation %.4f", $0) } ?? "")
         adapter: \(summary.adapter) (checkpoints in \(Checkpoints.directory(outputURL).path), metrics.jsonl, loss.svg)
         """)
+    }
+}
+
+extension Train {
+    /// The bytes of the model's weight files (mapped while the weights are read).
+    func modelFileBytes() -> Int {
+        guard let location = try? ModelStore().resolve(model.model, fetchIfNeeded: false) else { return 0 }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: location.url.path, isDirectory: &isDirectory) else { return 0 }
+        guard isDirectory.boolValue else { return fileSize(location.url) }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: location.url.path)) ?? []
+        return names.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".gguf") }
+            .reduce(0) { $0 + fileSize(location.url.appendingPathComponent($1)) }
+    }
+
+    /// This command line with `--resume latest` (replacing any --resume), quoted for a shell.
+    func resumeCommand() -> String {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        var i = 0
+        while i < arguments.count {
+            if arguments[i] == "--resume" {
+                arguments.removeSubrange(i..<min(i + 2, arguments.count))
+            } else if arguments[i].hasPrefix("--resume=") {
+                arguments.remove(at: i)
+            } else {
+                i += 1
+            }
+        }
+        let quoted = arguments.map { a in
+            a.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=,:+@".contains($0) }) && !a.isEmpty
+                ? a : "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }
+        return (["lora"] + quoted + ["--resume", "latest"]).joined(separator: " ")
+    }
+
+    struct DryRunOutput: Encodable {
+        let estimate: MemoryEstimate
+        let available: AvailableMemory
+        let fits: Bool
+        let alternatives: [String: Int]
+    }
+
+    func printDryRun(_ estimate: MemoryEstimate, available: AvailableMemory, verdict: MemoryVerdict,
+                     alternatives: [(flag: String, bytes: Int)], precision: FrozenPrecision) throws {
+        let fits = if case .fits = verdict { true } else { false }
+        if json {
+            return try printJSON(DryRunOutput(estimate: estimate, available: available, fits: fits,
+                                              alternatives: Dictionary(alternatives.map { ($0.flag, $0.bytes) }, uniquingKeysWith: { a, _ in a })))
+        }
+        let recompute = !estimate.recomputeApplies ? "--recompute does not apply to this model" : estimate.recompute ? "--recompute" : "no --recompute"
+        print("estimated peak memory of training: batch \(estimate.batch) × \(estimate.length) tokens, frozen weights \(precision.rawValue), \(recompute)")
+        for line in estimate.report() { print(line) }
+        for a in alternatives {
+            print(String(format: "  with %@: %.1f MiB", a.flag, Double(a.bytes) / 1_048_576))
+        }
+        if let limit = available.bytes {
+            print(String(format: "available: %.1f MiB (%@ bytes; %@)", Double(limit) / 1_048_576, limit.formatted(), available.source))
+        } else {
+            print("available: unknown (no /proc/meminfo and no cgroup limit)")
+        }
+        switch verdict {
+        case .fits: print("fits: training would start")
+        case .refuse(let why), .proceedWithWarning(let why): print("does not fit: \(why)")
+        }
+        print("dry run: nothing was trained or written")
     }
 }
 
