@@ -164,14 +164,16 @@ public struct LoRAConfig: Sendable {
         baseModelNameOrPath = value("base_model_name_or_path")?.string
         otherKeys = members.filter { !Self.modelledKeys.contains($0.key) }
         for (key, _) in rankPattern + alphaPattern.map({ ($0.key, 0) }) {
-            do { _ = try Regex(key) } catch { throw .invalid(file: file, key: "rank_pattern/alpha_pattern", reason: "key '\(key)' is not a valid regular expression") }
+            do { _ = try Self.patternKeyRegex(key) } catch {
+                throw .invalid(file: file, key: "rank_pattern/alpha_pattern", reason: "key: \(error)")
+            }
         }
     }
 
     static func targets(_ value: JSON, key: String, file: String) throws(LoRAConfigError) -> LoRATargets {
         if let s = value.string {
             if s.lowercased() == "all-linear" { return .allLinear }
-            do { _ = try Regex(s) } catch { throw .invalid(file: file, key: key, reason: "'\(s)' is not a valid regular expression") }
+            do { _ = try ModulePattern(s) } catch { throw .invalid(file: file, key: key, reason: "\(error)") }
             return .regex(s)
         }
         guard let list = value.array?.compactMap(\.string), list.count == value.array?.count, !list.isEmpty else {
@@ -187,12 +189,12 @@ public struct LoRAConfig: Sendable {
     /// for sequence classification, the head).
     public func covers(_ path: String, allLinear: Set<String>) -> Bool {
         if let exclude = excludeModules, Self.matches(exclude, path, allLinear: allLinear) { return false }
-        if let save = modulesToSave, save.contains(where: { name in Self.moduleToSaveRegex(name).map { path.wholeMatch(of: $0) != nil } ?? false }) {
+        if let save = modulesToSave, save.contains(where: { name in Self.moduleToSaveRegex(name)?.fullMatch(path) ?? false }) {
             return false
         }
         switch targets {
         case .regex(let pattern):
-            return (try? Regex(pattern)).map { path.wholeMatch(of: $0) != nil } ?? false
+            return (try? ModulePattern(pattern))?.fullMatch(path) ?? false
         case .allLinear:
             return allLinear.contains(path)
         case .names(let names):
@@ -206,7 +208,7 @@ public struct LoRAConfig: Sendable {
 
     static func matches(_ targets: LoRATargets, _ path: String, allLinear: Set<String>) -> Bool {
         switch targets {
-        case .regex(let pattern): (try? Regex(pattern)).map { path.wholeMatch(of: $0) != nil } ?? false
+        case .regex(let pattern): (try? ModulePattern(pattern))?.fullMatch(path) ?? false
         case .allLinear: allLinear.contains(path)
         case .names(let names): names.contains(path) || names.contains { path.hasSuffix("." + $0) }
         }
@@ -214,8 +216,8 @@ public struct LoRAConfig: Sendable {
 
     /// PEFT's `re.match(rf"(^|.*\.){m}($|\..*)", key)`: the name is used as a pattern (names are
     /// checked to compile when the config is read).
-    static func moduleToSaveRegex(_ name: String) -> Regex<AnyRegexOutput>? {
-        try? Regex("(^|.*\\.)\(name)($|\\..*)")
+    static func moduleToSaveRegex(_ name: String) -> ModulePattern? {
+        try? ModulePattern("(^|.*\\.)\(name)($|\\..*)")
     }
 
     /// The first numbered path segment after a named one (`model.layers.3.…` → 3), or after one
@@ -225,8 +227,15 @@ public struct LoRAConfig: Sendable {
         let patterns = named.isEmpty ? ["[^.]*"] : named
         for p in patterns {
             let prefix = named.isEmpty ? ".*?\\." : "(?:^|.*?\\.)"
-            guard let regex = try? Regex("\(prefix)\(p)\\.(\\d+)\\.") else { continue }
-            if let match = path.prefixMatch(of: regex), let digits = match.output[1].substring, let i = Int(digits) { return i }
+            // The shortest prefix "…<pattern>." followed by digits and a dot.
+            guard let pattern = try? ModulePattern("\(prefix)\(p)\\.") else { continue }
+            let scalars = Array(path.unicodeScalars)
+            for end in pattern.prefixMatchEnds(path) {
+                var k = end
+                while k < scalars.count, ("0"..."9").contains(scalars[k]) { k += 1 }
+                if k > end, k < scalars.count, scalars[k] == ".",
+                   let i = Int(String(String.UnicodeScalarView(scalars[end..<k]))) { return i }
+            }
         }
         return nil
     }
@@ -238,9 +247,14 @@ public struct LoRAConfig: Sendable {
         return LoRASettings(rank: r, alpha: Float(a), dropout: Float(dropout), useRSLoRA: useRSLoRA, initialization: initialization)
     }
 
+    /// PEFT's `re.fullmatch(rf"(.*\.)?({key})", path)` for `rank_pattern` / `alpha_pattern` keys.
+    static func patternKeyRegex(_ key: String) throws(ModulePatternError) -> ModulePattern {
+        try ModulePattern("(.*\\.)?(\(key))")
+    }
+
     static func patternValue<V>(_ pattern: [(key: String, value: V)], _ path: String) -> V? {
         for (key, value) in pattern {
-            if let regex = try? Regex("(.*\\.)?(\(key))"), path.wholeMatch(of: regex) != nil { return value }
+            if let regex = try? patternKeyRegex(key), regex.fullMatch(path) { return value }
         }
         return nil
     }
