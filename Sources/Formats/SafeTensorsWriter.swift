@@ -70,16 +70,32 @@ public enum SafeTensorsWriter {
 /// Writes `data` to a temporary file in the destination's folder, then renames it over `url`.
 public func atomicWrite(_ data: Data, to url: URL) throws(SafeTensorsError) {
     let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-    do {
-        try data.write(to: temporary)
-        // rename(2) replaces the destination atomically.
-        guard rename(temporary.path, url.path) == 0 else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: String(cString: strerror(errno))])
-        }
-    } catch {
-        try? FileManager.default.removeItem(at: temporary)
-        throw .cannotWrite(path: url.path, reason: error.localizedDescription)
+    // POSIX calls rather than Data.write, so a failure carries the system's own reason
+    // ("No space left on device"), and the bytes are fsynced before the rename makes them visible.
+    func failure(_ action: String, _ code: Int32) -> SafeTensorsError {
+        unlink(temporary.path)
+        return .cannotWrite(path: url.path, reason: "\(action): \(String(cString: strerror(code)))")
     }
+    let fd = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw .cannotWrite(path: url.path, reason: "create: \(String(cString: strerror(errno)))") }
+    let writeError: Int32? = data.withUnsafeBytes { raw -> Int32? in
+        guard let base = raw.baseAddress else { return nil }
+        var offset = 0
+        while offset < raw.count {
+            let n = write(fd, base + offset, raw.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            offset += n
+        }
+        return nil
+    }
+    if let code = writeError { close(fd); throw failure("write", code) }
+    if fsync(fd) != 0 { let code = errno; close(fd); throw failure("fsync", code) }
+    if close(fd) != 0 { throw failure("close", errno) }
+    // rename(2) replaces the destination atomically.
+    guard rename(temporary.path, url.path) == 0 else { throw failure("rename", errno) }
 }
 
 /// The weights of a Hugging Face model directory: `model.safetensors`, or the shards listed in
