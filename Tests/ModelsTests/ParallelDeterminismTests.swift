@@ -81,4 +81,20 @@ struct ParallelDeterminismTests {
         }
         print("BERT: loss \(results[0].loss), \(results[0].updated.count) parameters bit-identical after a full step, twice")
     }
+
+    /// The rest of the split kernels: the gradient norm's blocked sum and the clipping scale over
+    /// 300,000 values, and the bf16 product for fewer than 16 rows (decoding's path).
+    @Test func reductionsAndSmallBatchProductsAreBitIdentical() throws {
+        let t = randomTensor([300_000], seed: 4)
+        let (a, b) = (sumOfSquares(t), sumOfSquares(t))
+        #expect(a > 0 && a.bitPattern == b.bitPattern)
+        let (u, v) = (t.clone(), t.clone())
+        scaleInPlace(u, by: 0.37)
+        scaleInPlace(v, by: 0.37)
+        #expect(u.isBitIdentical(to: v) && u[7] == t[7] * 0.37)
+        let batch = TokenBatch(batch: 1, length: 4, inputIds: [5, 77, 901, 13])
+        let losses = try (0..<2).map { _ in try Self.wideLlama(precision: .bf16).loss(batch, labels: [5, 77, 901, 13], backward: false) }
+        #expect(losses[0].isFinite && losses[0].bitPattern == losses[1].bitPattern)
+        print("sum of squares \(a), bf16 4-token loss \(losses[0]): bit-identical twice")
+    }
 }
