@@ -257,6 +257,8 @@ struct DataErrorTests {
              { .malformed(file: $0, line: 2, reason: "a prompt-completion example, but line 1 is text; all lines must use one format") }),
             ("messages without template", "{\"messages\": [{\"role\": \"assistant\", \"content\": \"hi\"}]}\n", .causalLM, false, nil,
              { .noChatTemplate(file: $0, line: 1) }),
+            ("byte-order mark", "\u{FEFF}{\"text\": \"a\"}\n", .causalLM, true, nil,
+             { .malformed(file: $0, line: 1, reason: "the file starts with a UTF-8 byte-order mark; save it as plain UTF-8") }),
             ("empty file", "", .causalLM, true, nil, { .empty(file: $0) }),
             ("blank lines only", "\n  \n\r\n", .causalLM, true, nil, { .empty(file: $0) }),
             ("one label", "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"x\"}\n", .classification, true, nil,
