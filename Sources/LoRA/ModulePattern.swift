@@ -36,15 +36,13 @@ public struct ModulePattern: Sendable, Equatable {
     /// Whether the whole of `path` matches (Python's `re.fullmatch`).
     public func fullMatch(_ path: String) -> Bool {
         let input = Array(path.unicodeScalars)
-        var cache: [Int: [Bool]] = [:]
-        return program.run(input, from: 0, requireEnd: true, lookaheadCache: &cache).contains(input.count)
+        return program.run(input, from: 0, requireEnd: true).contains(input.count)
     }
 
     /// Every end offset (in Unicode scalars) of a match that starts at the beginning of `path`.
     public func prefixMatchEnds(_ path: String) -> [Int] {
         let input = Array(path.unicodeScalars)
-        var cache: [Int: [Bool]] = [:]
-        return program.run(input, from: 0, requireEnd: false, lookaheadCache: &cache).sorted()
+        return program.run(input, from: 0, requireEnd: false).sorted()
     }
 
     public static func == (a: ModulePattern, b: ModulePattern) -> Bool { a.source == b.source }
@@ -392,12 +390,13 @@ private struct Program: Sendable {
 
     /// The offsets where a match starting at `from` ends (only `input.count` when `requireEnd`).
     /// Threads advance in lock step over the input: each instruction is visited at most once
-    /// per position, so the work is O(input × program) plus the lookaheads' own runs.
-    func run(_ input: [Unicode.Scalar], from: Int, requireEnd: Bool, lookaheadCache: inout [Int: [Bool]]) -> Set<Int> {
+    /// per position, so the work is O(input × program) plus the lookaheads' own runs — each
+    /// lookahead instruction, too, runs at most once per position.
+    func run(_ input: [Unicode.Scalar], from: Int, requireEnd: Bool) -> Set<Int> {
         var ends = Set<Int>()
         var current: [Int] = []
         var seen = [Int](repeating: -1, count: code.count)
-        func add(_ pc: Int, _ pos: Int, _ list: inout [Int], _ cache: inout [Int: [Bool]]) {
+        func add(_ pc: Int, _ pos: Int, _ list: inout [Int]) {
             var stack = [pc]
             while let pc = stack.popLast() {
                 guard seen[pc] != pos else { continue }
@@ -408,13 +407,14 @@ private struct Program: Sendable {
                 case .start: if pos == 0 { stack.append(pc + 1) }
                 case .end: if pos == input.count { stack.append(pc + 1) }
                 case let .lookahead(k, negative):
-                    if lookaheadMatches(k, input, pos, &cache) != negative { stack.append(pc + 1) }
+                    let matches = !lookaheads[k].run(input, from: pos, requireEnd: false).isEmpty
+                    if matches != negative { stack.append(pc + 1) }
                 case .match: ends.insert(pos)
                 default: list.append(pc)
                 }
             }
         }
-        add(0, from, &current, &lookaheadCache)
+        add(0, from, &current)
         var pos = from
         while pos < input.count && !current.isEmpty {
             let c = input[pos]
@@ -427,26 +427,10 @@ private struct Program: Sendable {
                 case .set(let set): set.contains(c)
                 default: false
                 }
-                if ok { add(pc + 1, pos, &next, &lookaheadCache) }
+                if ok { add(pc + 1, pos, &next) }
             }
             current = next
         }
         return requireEnd ? ends.filter { $0 == input.count } : ends
-    }
-
-    /// Whether lookahead `k` matches at `pos` (any end), memoised per position.
-    func lookaheadMatches(_ k: Int, _ input: [Unicode.Scalar], _ pos: Int, _ cache: inout [Int: [Bool]]) -> Bool {
-        // One cache per lookahead program, keyed by its index and sized to the input (+1 for the end).
-        let key = k
-        if cache[key] == nil { cache[key] = [] }
-        if let row = cache[key], pos < row.count / 2, row[2 * pos] { return row[2 * pos + 1] }
-        var nested: [Int: [Bool]] = [:]
-        let result = !lookaheads[k].run(input, from: pos, requireEnd: false, lookaheadCache: &nested).isEmpty
-        var row = cache[key] ?? []
-        if row.count < 2 * (input.count + 1) { row += [Bool](repeating: false, count: 2 * (input.count + 1) - row.count) }
-        row[2 * pos] = true
-        row[2 * pos + 1] = result
-        cache[key] = row
-        return result
     }
 }

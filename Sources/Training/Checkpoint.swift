@@ -169,7 +169,7 @@ public enum Checkpoints {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         do {
-            try DurableFiles.write(try encoder.encode(state), to: temporary.appendingPathComponent("trainer_state.json"))
+            try atomicWrite(try encoder.encode(state), to: temporary.appendingPathComponent("trainer_state.json"))
             try DurableFiles.syncContents(of: temporary)
         } catch {
             throw failed(error)

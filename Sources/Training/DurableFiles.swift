@@ -3,9 +3,10 @@ import Foundation
 import Glibc
 #endif
 
-/// File-system steps that make a write durable and atomic: fsync of files and folders, a
-/// rename that swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`), and errors that
-/// name the file and the system's reason ("No space left on device").
+/// File-system steps that make a write durable and atomic, beside `atomicWrite` (Formats, which
+/// writes, fsyncs and renames one file): fsync of files and folders, a rename that swaps two
+/// paths atomically (Linux `renameat2(RENAME_EXCHANGE)`), and errors that name the file and the
+/// system's reason ("No space left on device").
 enum DurableFiles {
     /// A failed file operation: the path, what was being done, and the system's reason.
     struct Failure: Error, CustomStringConvertible {
@@ -23,28 +24,6 @@ enum DurableFiles {
             self.reason = reason
         }
         var description: String { "cannot \(action) \(path): \(reason)" }
-    }
-
-    /// Writes `data` to a new file at `url` (replacing one that is there) and fsyncs it. Not
-    /// atomic by itself: callers write into a temporary folder that is renamed into place.
-    static func write(_ data: Data, to url: URL) throws(Failure) {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw Failure(path: url.path, action: "create", errno: errno) }
-        defer { close(fd) }
-        let failure: Int32? = data.withUnsafeBytes { raw -> Int32? in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                offset += n
-            }
-            return nil
-        }
-        if let failure { throw Failure(path: url.path, action: "write", errno: failure) }
-        guard fsync(fd) == 0 else { throw Failure(path: url.path, action: "fsync", errno: errno) }
     }
 
     /// fsync of a file or folder (a folder's fsync makes the renames inside it durable).

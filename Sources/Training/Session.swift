@@ -284,7 +284,7 @@ public final class TrainingSession {
             }
             if let labels {
                 let data = try JSONSerialization.data(withJSONObject: ["labels": labels], options: [.sortedKeys])
-                try DurableFiles.write(data, to: temporary.appendingPathComponent("label_map.json"))
+                try atomicWrite(data, to: temporary.appendingPathComponent("label_map.json"))
             }
             try DurableFiles.syncContents(of: temporary)
             let config = output.appendingPathComponent("adapter_config.json")
@@ -307,11 +307,7 @@ public final class TrainingSession {
 
     /// Whether every trainable weight is finite (diverged weights are never saved).
     func weightsAreFinite() -> Bool {
-        trainer.optimizer.parameters.allSatisfy { p in
-            let v = p.value, data = v.data
-            for i in 0..<v.count where !data[i].isFinite { return false }
-            return true
-        }
+        trainer.optimizer.parameters.allSatisfy { $0.value.isFinite }
     }
 
     func checkpoint() throws {
