@@ -74,7 +74,7 @@ experiment-sentiment: deps
 		$(PYTHON) Scripts/reference/sentiment_peft.py --data $(EXPERIMENT_DIR)/data \
 			--out $(EXPERIMENT_DIR)/peft.json --epochs $(EXPERIMENT_EPOCHS); \
 	else echo "No reference venv at $(PYTHON): the table will have swift-lora only (see Scripts/reference/README.md)."; fi
-	.build/release/lora experiment sentiment --output $(EXPERIMENT_DIR) --epochs $(EXPERIMENT_EPOCHS)
+	.build/release/lora experiment sentiment --output $(EXPERIMENT_DIR) --epochs $(EXPERIMENT_EPOCHS) --report docs/EXPERIMENTS.md
 
 ## fixtures: regenerate the PyTorch reference fixtures (needs the venv of Scripts/reference/README.md)
 PYTHON ?= $(HOME)/venvs/swift-lora-ref/bin/python

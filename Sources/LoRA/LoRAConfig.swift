@@ -23,6 +23,17 @@ public enum LoRATargets: Sendable, Equatable {
     case allLinear
 }
 
+extension LoRATargets: CustomStringConvertible {
+    /// As a user wrote it: `q_proj, v_proj`, `regex '.*q_proj'`, `all-linear`.
+    public var description: String {
+        switch self {
+        case .names(let names): names.joined(separator: ", ")
+        case .regex(let r): "regex '\(r)'"
+        case .allLinear: "all-linear"
+        }
+    }
+}
+
 /// PEFT's `LoraConfig` as stored in `adapter_config.json`. Keys this class does not model are
 /// kept (and written back) untouched; keys that would change the math and are not implemented
 /// (`use_dora`, `lora_bias`, PiSSA/OLoRA/LoftQ init, …) are refused by name.

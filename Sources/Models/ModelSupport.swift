@@ -18,9 +18,9 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
               unexpected.isEmpty ? nil : "unexpected tensors: \(unexpected.joined(separator: ", "))",
               mismatched.isEmpty ? nil : "shape mismatches: \(mismatched.joined(separator: "; "))"]
                 .compactMap { $0 }).joined(separator: "\n")
-        case .invalidInput(let why): "invalid input: \(why)"
+        case .invalidInput(let why): why
         case .adaptersMerged(let what): "\(what) while adapters are merged: unmerge them first"
-        case let .invalidFile(path, reason): "\(path): \(reason)"
+        case let .invalidFile(path, reason): reason.hasPrefix(path) ? reason : "\(path): \(reason)"
         case .unsupportedArchitecture(let what): "unsupported architecture: \(what)"
         }
     }

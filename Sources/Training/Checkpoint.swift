@@ -34,6 +34,10 @@ public struct TrainerState: Sendable, Codable {
     public var bestScore: Double?
     public var evaluationsWithoutImprovement: Int
     public var labels: [String]?
+    /// The order checkpoints were written in across a run and its resumes (1, 2, …): `latest`
+    /// is the highest, so resuming an older checkpoint never returns to the abandoned newer ones.
+    /// Absent in checkpoints of earlier versions (ordered by step).
+    public var sequence: Int?
 }
 
 /// Checkpoints under `<output>/checkpoints/step-NNNNNN/`: the adapter (PEFT files) or, for full
@@ -74,14 +78,31 @@ public enum Checkpoints {
         return Int(digits)
     }
 
-    /// Every complete checkpoint, oldest first.
+    /// Every complete checkpoint, oldest first: in the order they were written (`sequence`),
+    /// then by step.
     public static func list(_ output: URL) -> [URL] {
         let dir = directory(output)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
         return names.compactMap { name in step(ofName: name).map { (step: $0, name: name) } }
-            .sorted { ($0.step, $0.name) < ($1.step, $1.name) }
+            .map { (sequence: sequence(of: dir.appendingPathComponent($0.name)), step: $0.step, name: $0.name) }
+            .sorted { ($0.sequence, $0.step, $0.name) < ($1.sequence, $1.step, $1.name) }
             .map { dir.appendingPathComponent($0.name) }
             .filter(isComplete)
+    }
+
+    /// The newest checkpoint written (what `--resume latest` continues), or nil.
+    public static func latest(_ output: URL) -> URL? { list(output).last }
+
+    /// A checkpoint's `sequence` (0 when absent or unreadable).
+    static func sequence(of checkpoint: URL) -> Int {
+        guard let data = try? Data(contentsOf: checkpoint.appendingPathComponent("trainer_state.json")),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return 0 }
+        return object["sequence"] as? Int ?? 0
+    }
+
+    /// The sequence number for the next checkpoint of `output`.
+    static func nextSequence(_ output: URL) -> Int {
+        (list(output).map(sequence(of:)).max() ?? 0) + 1
     }
 
     /// Removes what an interrupted write left behind: `checkpoints/.tmp-*` and `.trash-*`, and in
@@ -264,13 +285,23 @@ public enum Checkpoints {
         for c in [\TrainingConfiguration.steps, \.epochs] as [WritableKeyPath<TrainingConfiguration, Int?>] { a[keyPath: c] = nil; b[keyPath: c] = nil }
         a.evalEvery = nil; b.evalEvery = nil; a.saveEvery = nil; b.saveEvery = nil
         a.keepCheckpoints = 1; b.keepCheckpoints = 1; a.earlyStoppingPatience = nil; b.earlyStoppingPatience = nil
-        if a != b {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = .sortedKeys
-            let lhs = (try? encoder.encode(a)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            let rhs = (try? encoder.encode(b)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            return "its training settings differ: checkpoint \(lhs), now \(rhs)"
+        guard a != b else { return nil }
+        // Name only the settings that differ, as flags: "--rank: 8 in the checkpoint, 16 now".
+        func fields(_ c: TrainingConfiguration) -> [String: String] {
+            guard let data = try? JSONEncoder().encode(c),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
+            return object.mapValues { value in
+                if let list = value as? [String] { return list.joined(separator: ",") }
+                if let s = value as? String { return s }
+                return (try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed]))
+                    .map { String(decoding: $0, as: UTF8.self) } ?? "\(value)"
+            }
         }
-        return nil
+        let lhs = fields(a), rhs = fields(b)
+        let differing = Set(lhs.keys).union(rhs.keys).sorted().filter { lhs[$0] != rhs[$0] }
+        let said = differing.map { key in
+            "--\(key.replacingOccurrences(of: "_", with: "-")): \(lhs[key] ?? "unset") in the checkpoint, \(rhs[key] ?? "unset") now"
+        }
+        return "its training settings differ (\(said.joined(separator: "; "))); resume with the checkpoint's settings, or start afresh with --overwrite"
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Formats
 import Tokenizers
 
 /// What a model is fine-tuned to do.
@@ -227,7 +228,8 @@ public enum Dataset {
         -> (examples: [Example], report: DataReport, labelMap: LabelMap?) {
         let file = url.path
         let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw .cannotRead(file: file, reason: error.localizedDescription) }
+        if let why = unreadableFileReason(url) { throw .cannotRead(file: file, reason: why) }
+        do { data = try Data(contentsOf: url) } catch { throw .cannotRead(file: file, reason: plainFileReason(error)) }
         return try load(data, file: file, task: task, tokenizer: tokenizer, chatTemplate: chatTemplate,
                         maxSequenceLength: maxSequenceLength, labelMap: labelMap)
     }
@@ -386,7 +388,14 @@ public enum Dataset {
     static func causalFormat(_ object: JSON, file: String, line: Int) throws(DataError) -> DataFormat {
         if object["messages"] != nil { return .chat }
         if object["prompt"] != nil || object["completion"] != nil { return .completion }
-        if object["text"] != nil { return .text }
+        if object["text"] != nil {
+            if object["label"] != nil {
+                throw .malformed(file: file, line: line, reason: "a \"text\" with a \"label\" is classification data, which a causal language model "
+                    + "does not train on; use a BERT-family encoder (e.g. --model all-minilm-l6-v2) with --task classification, "
+                    + "or drop \"label\" to train on the text")
+            }
+            return .text
+        }
         let keys = (object.object ?? []).map { "\"\($0.key)\"" }.joined(separator: ", ")
         throw .malformed(file: file, line: line, reason: "unknown format (keys: \(keys.isEmpty ? "none" : keys)); expected \"text\", \"prompt\" and \"completion\", or \"messages\"")
     }
@@ -461,7 +470,11 @@ public enum Dataset {
                         throw .malformed(file: file, line: line, reason: "messages[\(i)].\(key) is \(Dataset.kind(of: v)), not a string")
                     }
                 }
-                out.append(ChatMessage(role: m["role"]?.string ?? "", content: m["content"]?.string ?? ""))
+                let role = m["role"]?.string ?? ""
+                guard ["system", "user", "assistant", "tool", "developer"].contains(role) else {
+                    throw .malformed(file: file, line: line, reason: "messages[\(i)] has the unknown role \"\(role)\" (expected system, user, assistant or tool)")
+                }
+                out.append(ChatMessage(role: role, content: m["content"]?.string ?? ""))
             }
             guard out.contains(where: { $0.role == "assistant" }) else {
                 throw .malformed(file: file, line: line, reason: "no \"assistant\" message to learn from")

@@ -72,6 +72,9 @@ public final class TrainingSession {
     let tests: [(name: String, examples: [Example])]
     let labels: [String]?
     let events: (TrainingEvent) -> Void
+    /// Written beside full fine-tuning's weights so that the result is a complete model folder:
+    /// the tokenizer files (`config.json` is written from the model itself).
+    let modelFiles: [String: Data]
     var bestScore: Double?
     var evaluationsWithoutImprovement = 0
     var metrics: FileHandle?
@@ -94,13 +97,15 @@ public final class TrainingSession {
     /// - Parameter tests: held-out sets evaluated once at the end, on the kept model.
     public init(model: PretrainedModel, configuration: TrainingConfiguration, train: [Example], valid: [Example],
                 tests: [(name: String, examples: [Example])] = [],
-                padId: Int, output: URL, labels: [String]?, resume: URL?, events: @escaping (TrainingEvent) -> Void) throws {
+                padId: Int, output: URL, labels: [String]?, resume: URL?, baseModel: String? = nil,
+                modelFiles: [String: Data] = [:], events: @escaping (TrainingEvent) -> Void) throws {
         try configuration.validate()
         self.output = output
         self.valid = valid
         self.tests = tests
         self.labels = labels
         self.events = events
+        self.modelFiles = modelFiles
         var state: TrainerState?
         if let resume {
             let s = try Checkpoints.readState(resume)
@@ -112,10 +117,19 @@ public final class TrainingSession {
         } else if configuration.full {
             for (_, p) in model.adaptable.namedParameters { p.setTrainable(true) }
         } else {
-            try model.adaptable.addAdapter(named: "default", config: Self.loraConfig(configuration, model: model), seed: configuration.seed)
+            var config = Self.loraConfig(configuration, model: model)
+            config.baseModelNameOrPath = baseModel
+            do { try model.adaptable.checkTrainingTargets(config) } catch { throw TrainingError.invalidConfiguration(error.description) }
+            try model.adaptable.addAdapter(named: "default", config: config, seed: configuration.seed)
         }
         trainer = try Trainer(model: model, configuration: configuration, examples: train, padId: padId)
         if let state, let resume {
+            guard state.step < trainer.totalSteps else {
+                let how = configuration.steps.map { "--steps \($0)" } ?? "\(trainer.totalSteps) steps (--epochs)"
+                throw TrainingError.checkpoint(path: resume.path, reason: state.step == trainer.totalSteps
+                    ? "it is at step \(state.step), the last of \(how): nothing is left to train; raise --steps to train further"
+                    : "it is at step \(state.step), past \(how); raise --steps above \(state.step), or start afresh with --overwrite")
+            }
             try Checkpoints.restore(trainer, from: resume, state: state)
             bestScore = state.bestScore
             evaluationsWithoutImprovement = state.evaluationsWithoutImprovement
@@ -127,7 +141,8 @@ public final class TrainingSession {
 
     /// The PEFT config of the adapter a run trains.
     public static func loraConfig(_ c: TrainingConfiguration, model: PretrainedModel) -> LoRAConfig {
-        LoRAConfig(rank: c.rank, alpha: c.alpha, dropout: c.dropout, targets: .names(c.targets ?? model.defaultLoRATargets),
+        let targets: LoRATargets = c.targets == ["all-linear"] ? .allLinear : .names(c.targets ?? model.defaultLoRATargets)
+        return LoRAConfig(rank: c.rank, alpha: c.alpha, dropout: c.dropout, targets: targets,
                    useRSLoRA: c.rslora, initialization: c.initialization,
                    modulesToSave: model.isClassifier ? ["classifier"] : nil, taskType: model.peftTaskType)
     }
@@ -254,13 +269,14 @@ public final class TrainingSession {
         return false
     }
 
-    /// The result in `output` itself: a PEFT adapter (or, with `full`, the weights) plus the label map.
+    /// The result in `output` itself: a PEFT adapter (or, with `full`, a complete Hugging Face
+    /// model folder: weights, `config.json` and the tokenizer files) plus the label map.
     ///
     /// Never left half-written in a way that loads wrongly: the files are written into
-    /// `output/.tmp-adapter-…/` and fsynced; then `adapter_config.json` is removed, the weights
-    /// and label map are renamed into place, and the config comes last. A crash in between
-    /// leaves a folder without `adapter_config.json`, which every loader refuses by name,
-    /// never a new config beside old weights. Non-finite weights are never saved.
+    /// `output/.tmp-adapter-…/` and fsynced; then the marker (`adapter_config.json`, or
+    /// `config.json` for a model) is removed, the weights and label map are renamed into place,
+    /// and the marker comes last. A crash in between leaves a folder without its marker, which
+    /// every loader refuses by name, never a new config beside old weights. Non-finite weights are never saved.
     func saveAdapter() throws {
         guard weightsAreFinite() else {
             throw TrainingError.diverged(step: trainer.step, lastCheckpoint: trainer.lastCheckpoint)
@@ -274,10 +290,16 @@ public final class TrainingSession {
         }
         do {
             try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
-            let weights: [String]
+            var weights: [String]
+            // The file whose presence makes the folder loadable, renamed into place last.
+            let marker = trainer.configuration.full ? "config.json" : "adapter_config.json"
             if trainer.configuration.full {
                 try Checkpoints.writeAllWeights(trainer.model, to: temporary.appendingPathComponent("model.safetensors"))
                 weights = ["model.safetensors"]
+                for (name, data) in modelFiles.sorted(by: { $0.key < $1.key }) {
+                    try atomicWrite(data, to: temporary.appendingPathComponent(name))
+                    if name != marker { weights.append(name) }
+                }
             } else {
                 try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
                 weights = ["adapter_model.safetensors"]
@@ -287,17 +309,17 @@ public final class TrainingSession {
                 try atomicWrite(data, to: temporary.appendingPathComponent("label_map.json"))
             }
             try DurableFiles.syncContents(of: temporary)
-            let config = output.appendingPathComponent("adapter_config.json")
-            if fm.fileExists(atPath: temporary.appendingPathComponent("adapter_config.json").path), fm.fileExists(atPath: config.path) {
+            let config = output.appendingPathComponent(marker)
+            if fm.fileExists(atPath: temporary.appendingPathComponent(marker).path), fm.fileExists(atPath: config.path) {
                 try fm.removeItem(at: config)
                 try DurableFiles.sync(output)
             }
             for name in (labels == nil ? [] : ["label_map.json"]) + weights {
                 try DurableFiles.rename(temporary.appendingPathComponent(name), to: output.appendingPathComponent(name))
             }
-            if !trainer.configuration.full {
+            if fm.fileExists(atPath: temporary.appendingPathComponent(marker).path) {
                 try DurableFiles.sync(output)
-                try DurableFiles.rename(temporary.appendingPathComponent("adapter_config.json"), to: config)
+                try DurableFiles.rename(temporary.appendingPathComponent(marker), to: config)
             }
             try DurableFiles.sync(output)
         } catch {
@@ -317,7 +339,8 @@ public final class TrainingSession {
         }
         let state = TrainerState(step: trainer.step, batcher: trainer.batcher.state, dropout: trainer.dropoutStates.map(String.init),
                                  configuration: trainer.configuration, baseModel: BaseModelFingerprint(trainer.model),
-                                 bestScore: bestScore, evaluationsWithoutImprovement: evaluationsWithoutImprovement, labels: labels)
+                                 bestScore: bestScore, evaluationsWithoutImprovement: evaluationsWithoutImprovement, labels: labels,
+                                 sequence: Checkpoints.nextSequence(output))
         let url = try Checkpoints.save(trainer, state: state, output: output, keep: trainer.configuration.keepCheckpoints,
                                        pause: checkpointPause)
         trainer.lastCheckpoint = url.path

@@ -82,6 +82,9 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
         func bad(_ flag: String, _ why: String) -> TrainingError { .invalidConfiguration("--\(flag) \(why)") }
         guard rank > 0 && rank <= LoRASettings.maximumRank else { throw bad("rank", "must be in 1...\(LoRASettings.maximumRank)") }
         guard alpha.isFinite else { throw bad("alpha", "must be finite") }
+        guard alpha > 0 else {
+            throw bad("alpha", "must be positive: the adapter's output is scaled by alpha/r, so alpha \(alpha.formatted()) would \(alpha == 0 ? "learn nothing" : "flip the update's sign")")
+        }
         guard dropout >= 0 && dropout < 1 else { throw bad("dropout", "must be in [0, 1)") }
         guard learningRate > 0 && learningRate.isFinite else { throw bad("lr", "must be positive") }
         guard batchSize > 0 else { throw bad("batch-size", "must be positive") }

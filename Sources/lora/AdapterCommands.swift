@@ -4,6 +4,7 @@ import Formats
 import LoRA
 import ModelStore
 import Models
+import Training
 
 struct AdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,11 +13,12 @@ struct AdapterCommand: ParsableCommand {
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show a PEFT adapter's configuration, ranks, targets, parameter count and size.")
-        @Argument(help: "A PEFT adapter directory (adapter_config.json + adapter_model.safetensors).") var directory: String
+        @Argument(help: "An adapter folder: PEFT's (adapter_config.json + adapter_model.safetensors) or mlx-lm's (adapters.safetensors).") var directory: String
         @Flag(help: "Print one JSON object.") var json = false
 
         struct Report: Encodable {
             let directory: String
+            let layout: String
             let rank: Int
             let alpha: Double
             let scaling: Double
@@ -32,14 +34,35 @@ struct AdapterCommand: ParsableCommand {
             let trainableParameters: Int
             let tensorTypes: [String: Int]
             let fileBytes: Int
+            let labels: [String]?
+
+            enum CodingKeys: String, CodingKey {
+                case directory, layout, rank, alpha, scaling, useRSLoRA = "use_rslora", targets, rankPattern = "rank_pattern"
+                case alphaPattern = "alpha_pattern", modulesToSave = "modules_to_save", taskType = "task_type"
+                case baseModel = "base_model_name_or_path", adaptedModules = "adapted_modules", ranks
+                case trainableParameters = "trainable_parameters", tensorTypes = "tensor_types", fileBytes = "file_bytes", labels
+            }
         }
 
         func run() throws {
-            let dir = URL(fileURLWithPath: directory)
+            var dir = URL(fileURLWithPath: directory)
+            var layout = "peft"
+            let fm = FileManager.default
+            if !fm.fileExists(atPath: dir.appendingPathComponent("adapter_model.safetensors").path),
+               fm.fileExists(atPath: dir.appendingPathComponent("adapters.safetensors").path) {
+                // mlx-lm's layout: read through its PEFT form (ΔW preserved exactly).
+                let temporary = fm.temporaryDirectory.appendingPathComponent("lora-mlx-\(UUID().uuidString)")
+                do { try MLXAdapterConversion.mlxToPEFT(dir, output: temporary) } catch {
+                    throw CommandError("\(directory) looks like an mlx-lm adapter (adapters.safetensors) but cannot be read: \(error)")
+                }
+                dir = temporary
+                layout = "mlx-lm"
+            }
+            defer { if layout == "mlx-lm" { try? fm.removeItem(at: dir) } }
             let configURL = dir.appendingPathComponent("adapter_config.json")
             let weightsURL = dir.appendingPathComponent("adapter_model.safetensors")
-            guard FileManager.default.fileExists(atPath: configURL.path) else {
-                throw CommandError("\(directory): no adapter_config.json (not a PEFT adapter directory)")
+            guard fm.fileExists(atPath: configURL.path) else {
+                throw CommandError("\(directory): no adapter_config.json (not a PEFT or mlx-lm adapter folder)")
             }
             let config = try LoRAConfig(json: Data(contentsOf: configURL), file: configURL.path)
             let file = try SafeTensorsFile(url: weightsURL)
@@ -48,21 +71,24 @@ struct AdapterCommand: ParsableCommand {
             let parameters = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
             var types: [String: Int] = [:]
             for e in file.entries.values { types[e.dtype.rawValue, default: 0] += 1 }
-            let bytes = fileSize(weightsURL)
+            let bytes = layout == "mlx-lm" ? fileSize(URL(fileURLWithPath: directory).appendingPathComponent("adapters.safetensors")) : fileSize(weightsURL)
+            let labelURL = URL(fileURLWithPath: directory).appendingPathComponent("label_map.json")
+            let labels = fm.fileExists(atPath: labelURL.path) ? try LabelMap.load(labelURL).labels : nil
             let targets: String = switch config.targets {
             case .names(let n): n.joined(separator: ", ")
             case .regex(let r): "regex \(r)"
             case .allLinear: "all-linear"
             }
             let report = Report(
-                directory: directory, rank: config.rank, alpha: config.alpha,
+                directory: directory, layout: layout, rank: config.rank, alpha: config.alpha,
                 scaling: Double(config.settings(for: "").scale), useRSLoRA: config.useRSLoRA, targets: targets,
                 rankPattern: Dictionary(config.rankPattern.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
                 alphaPattern: Dictionary(config.alphaPattern.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
                 modulesToSave: config.modulesToSave ?? [], taskType: config.taskType, baseModel: config.baseModelNameOrPath,
-                adaptedModules: loraA.count, ranks: ranks, trainableParameters: parameters, tensorTypes: types, fileBytes: bytes)
+                adaptedModules: loraA.count, ranks: ranks, trainableParameters: parameters, tensorTypes: types, fileBytes: bytes,
+                labels: labels)
             if json { return try printJSON(report) }
-            print("adapter:         \(directory)")
+            print("adapter:         \(directory)\(layout == "mlx-lm" ? " (mlx-lm layout)" : "")")
             print("rank:            r=\(config.rank), lora_alpha=\(config.alpha), scaling \(report.scaling)\(config.useRSLoRA ? " (rsLoRA: α/√r)" : " (α/r)")")
             if !config.rankPattern.isEmpty || !config.alphaPattern.isEmpty {
                 print("patterns:        rank \(config.rankPattern.map { "\($0.key)=\($0.value)" }), alpha \(config.alphaPattern.map { "\($0.key)=\($0.value)" })")
@@ -74,6 +100,7 @@ struct AdapterCommand: ParsableCommand {
             print("file size:       \(bytes.formatted()) bytes")
             if let task = config.taskType { print("task type:       \(task)") }
             if let base = config.baseModelNameOrPath { print("base model:      \(base)") }
+            if let labels { print("labels:          \(labels.joined(separator: ", ")) (label_map.json)") }
         }
     }
 }
@@ -87,24 +114,27 @@ struct Merge: ParsableCommand {
         weights are written in --dtype (F32 by default) and never re-quantised.
         """)
     @OptionGroup var model: ModelOption
-    @Option(name: .customLong("adapter"), help: ArgumentHelp("A PEFT adapter directory, optionally DIR:WEIGHT; repeat to combine.", valueName: "dir[:weight]"))
+    @Option(name: .customLong("adapter"), help: ArgumentHelp(
+        "An adapter folder (PEFT or mlx-lm), optionally DIR:WEIGHT; repeat to combine. A classifier's label_map.json names the merged model's classes.",
+        valueName: "dir[:weight]"))
     var adapters: [String]
-    @Option(help: "The output directory.") var output: String
-    @Option(help: "Storage type of the merged weights: f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "The output folder.") var output: String
+    @Option(help: "Storage type of the merged weights.") var dtype: HuggingFaceExport.StorageType = .f32
 
     func validate() throws {
         guard !adapters.isEmpty else { throw ValidationError("give at least one --adapter") }
-        guard HuggingFaceExport.StorageType(rawValue: dtype) != nil else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+        try AdapterOptions.validate(adapters)
     }
 
     func run() throws {
-        let pretrained = try model.load()
+        let labels = try AdapterOptions.labels(of: adapters)
+        let pretrained = try model.load(labels: labels)
         let adaptable = pretrained.model.adaptable
         try AdapterOptions.apply(adapters, merge: false, to: adaptable)
         for m in adaptable.linearModules where !m.activeAdapters.isEmpty {
             do { try m.fuse() } catch { throw CommandError(error.description) }
         }
-        let storage = HuggingFaceExport.StorageType(rawValue: dtype) ?? .f32
+        let storage = dtype
         let files = try HuggingFaceExport.tokenizerFiles(for: pretrained)
         let destination = URL(fileURLWithPath: output)
         try HuggingFaceExport.write(pretrained.model, tokenizerFiles: files, tokenizer: pretrained.tokenizer, storage: storage, to: destination)
@@ -124,19 +154,17 @@ struct Convert: ParsableCommand {
         """)
     @Option(help: "The adapter directory to convert.") var input: String
     @Option(help: "Where to write the converted adapter.") var output: String
-    @Option(help: "Target layout: mlx or peft.") var to: String
+    @Option(help: "Target layout.") var to: AdapterLayout
     @Option(help: "The base model (for its number of layers, PEFT → mlx-lm).") var model: String?
-    @Option(help: "The base model's number of layers, instead of --model.") var numLayers: Int?
+    @Option(parsing: .unconditional, help: "The base model's number of layers, instead of --model.") var numLayers: Int?
 
-    func validate() throws {
-        guard ["mlx", "peft"].contains(to) else { throw ValidationError("--to must be mlx or peft") }
-    }
+    enum AdapterLayout: String, ExpressibleByArgument, CaseIterable { case mlx, peft }
 
     func run() throws {
         let source = URL(fileURLWithPath: input), destination = URL(fileURLWithPath: output)
         let isPEFT = FileManager.default.fileExists(atPath: source.appendingPathComponent("adapter_model.safetensors").path)
         let isMLX = FileManager.default.fileExists(atPath: source.appendingPathComponent("adapters.safetensors").path)
-        switch (to, isPEFT, isMLX) {
+        switch (to.rawValue, isPEFT, isMLX) {
         case ("mlx", true, _):
             var layers = numLayers
             if layers == nil, let model {
@@ -150,8 +178,10 @@ struct Convert: ParsableCommand {
         case ("peft", _, true):
             try MLXAdapterConversion.mlxToPEFT(source, output: destination)
         default:
-            throw CommandError("\(input) is not a \(to == "mlx" ? "PEFT" : "mlx-lm") adapter directory")
+            throw CommandError("\(input) is not a \(to == .mlx ? "PEFT" : "mlx-lm") adapter folder")
         }
         note("wrote \(destination.path)")
     }
 }
+
+extension HuggingFaceExport.StorageType: ExpressibleByArgument {}

@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
+import LoRA
 import Models
+import Training
 
 /// `--adapter DIR[:WEIGHT]` (repeatable) and `--merge`, shared by the commands that run a model.
 struct AdapterOptions: ParsableArguments {
     @Option(name: .customLong("adapter"), help: ArgumentHelp(
-        "A PEFT adapter directory, optionally with a weight (DIR:0.5). Repeat to combine adapters: the result is Σ weight·ΔW (PEFT's 'cat' combination).",
+        "An adapter folder (PEFT, or mlx-lm's), optionally with a weight (DIR:0.5). Repeat to combine adapters: the result is Σ weight·ΔW (PEFT's 'cat' combination). A label_map.json beside a classifier's adapter names its classes.",
         valueName: "dir[:weight]"))
     var adapters: [String] = []
 
@@ -22,7 +24,35 @@ struct AdapterOptions: ParsableArguments {
 
     func validate() throws {
         if merge && adapters.isEmpty { throw ValidationError("--merge needs at least one --adapter") }
-        for spec in adapters where !Self.parse(spec).weight.isFinite { throw ValidationError("the weight in '\(spec)' must be finite") }
+        try Self.validate(adapters)
+    }
+
+    static func validate(_ adapters: [String]) throws {
+        for spec in adapters {
+            let (path, weight) = parse(spec)
+            guard weight.isFinite else { throw ValidationError("the weight in '\(spec)' must be finite") }
+            if !FileManager.default.fileExists(atPath: path), let colon = spec.lastIndex(of: ":"),
+               FileManager.default.fileExists(atPath: String(spec[..<colon])) {
+                throw ValidationError("'\(spec[spec.index(after: colon)...])' in '\(spec)' is not a number: give DIR or DIR:WEIGHT, e.g. \(spec[..<colon]):0.5")
+            }
+        }
+    }
+
+    /// The classes named by the adapters' `label_map.json` files (a classifier adapter's head
+    /// has one output per class), or nil when none has one. Adapters that disagree are refused.
+    static func labels(of adapters: [String]) throws -> [String]? {
+        var found: (path: String, labels: [String])?
+        for spec in adapters {
+            let path = parse(spec).path
+            let url = URL(fileURLWithPath: path).appendingPathComponent("label_map.json")
+            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            let labels = try LabelMap.load(url).labels
+            if let found, found.labels != labels {
+                throw CommandError("the adapters classify into different labels: \(found.path) has \(found.labels), \(path) has \(labels)")
+            }
+            found = (path, labels)
+        }
+        return found?.labels
     }
 
     /// Loads the adapters into the model and activates them (combined if more than one or
@@ -37,18 +67,45 @@ struct AdapterOptions: ParsableArguments {
         for (i, spec) in adapters.enumerated() {
             let (path, weight) = parse(spec)
             let name = "adapter\(i)"
-            let config = try model.loadPEFTAdapter(from: URL(fileURLWithPath: path), named: name)
-            note("loaded adapter \(path) (r=\(config.rank), alpha=\(config.alpha)\(config.useRSLoRA ? ", rsLoRA" : ""))")
+            let (config, layout) = try loadAdapter(URL(fileURLWithPath: path), named: name, into: model)
+            let shown = weight == 1 ? "" : ", weight \(weight.formatted())"
+            note("loaded adapter \(path)\(layout) (r=\(config.rank), alpha=\(config.alpha.formatted())\(config.useRSLoRA ? ", rsLoRA" : "")\(shown))")
             names.append(name)
             weights.append(weight)
+        }
+        if Set(adapters.map { URL(fileURLWithPath: parse($0).path).standardizedFileURL.path }).count < adapters.count {
+            note("note: an adapter is given more than once; its ΔW counts once per time")
         }
         if names.count > 1 || weights[0] != 1 {
             try model.addWeightedAdapter(names, weights: weights, named: "combined", combination: .cat)
             try model.setActiveAdapters(["combined"])
+            if names.count > 1 {
+                note("combined \(names.count) adapters: Σ weight·ΔW with weights \(weights.map { $0.formatted() }.joined(separator: ", "))")
+            }
         }
         if merge {
             do { try model.mergeAdapters() } catch { throw CommandError(error.description) }
             note("merged the adapters into the weights")
         }
+    }
+
+    /// A PEFT adapter folder, or an mlx-lm one (`adapters.safetensors`), converted on the fly.
+    static func loadAdapter(_ url: URL, named name: String, into model: some AdaptableModel) throws -> (config: LoRAConfig, layout: String) {
+        let fm = FileManager.default
+        let isPEFT = fm.fileExists(atPath: url.appendingPathComponent("adapter_model.safetensors").path)
+        if !isPEFT, fm.fileExists(atPath: url.appendingPathComponent("adapters.safetensors").path) {
+            let temporary = fm.temporaryDirectory.appendingPathComponent("lora-mlx-\(UUID().uuidString)")
+            defer { try? fm.removeItem(at: temporary) }
+            do {
+                try MLXAdapterConversion.mlxToPEFT(url, output: temporary)
+            } catch {
+                throw CommandError("\(url.path) looks like an mlx-lm adapter (adapters.safetensors) but cannot be read: \(error)")
+            }
+            return (try model.loadPEFTAdapter(from: temporary, named: name), " (mlx-lm layout)")
+        }
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory) else { throw CommandError("--adapter \(url.path): no such folder") }
+        guard isDirectory.boolValue else { throw CommandError("--adapter \(url.path) is a file; give the adapter's folder (adapter_config.json and adapter_model.safetensors)") }
+        return (try model.loadPEFTAdapter(from: url, named: name), "")
     }
 }

@@ -72,15 +72,15 @@ struct BenchTrain: ParsableCommand {
     )
 
     @OptionGroup var modelOption: ModelOption
-    @Option(help: "LoRA rank.") var rank = 8
-    @Option(help: "LoRA alpha.") var alpha = 16.0
+    @Option(parsing: .unconditional, help: "LoRA rank.") var rank = 8
+    @Option(parsing: .unconditional, help: "LoRA alpha.") var alpha = 16.0
     @Option(help: "Modules to adapt, comma-separated, or 'all-linear' (default: q,k,v,o / BERT's attention).")
     var targets: String?
     @Flag(help: "Full fine-tuning: every weight trainable (for the memory and speed contrast).") var full = false
-    @Option(help: "Sequences per step.") var batchSize = 4
-    @Option(help: "Tokens per sequence.") var seqLen = 128
-    @Option(help: "Timed steps after the warm-up.") var steps = 10
-    @Option(help: "Untimed warm-up steps (buffers grow, caches fill).") var warmup = 2
+    @Option(parsing: .unconditional, help: "Sequences per step.") var batchSize = 4
+    @Option(parsing: .unconditional, help: "Tokens per sequence.") var seqLen = 128
+    @Option(parsing: .unconditional, help: "Timed steps after the warm-up.") var steps = 10
+    @Option(parsing: .unconditional, help: "Untimed warm-up steps (buffers grow, caches fill).") var warmup = 2
     @OptionGroup var memory: MemoryOptions
     @Flag(help: "Print one JSON object on stdout.") var json = false
     var precision: FrozenPrecision { memory.precision }
@@ -194,9 +194,9 @@ struct BenchInfer: ParsableCommand {
     @Flag(help: "Merge the adapter(s) into the weights first.") var merge = false
     @Flag(help: "Attach a random r=8 adapter on q,k,v,o (unmerged unless --merge).") var randomAdapter = false
     @Flag(help: "With --random-adapter: base, unmerged and merged measured in turn, paired ratios.") var paired = false
-    @Option(help: "Prompt length.") var promptTokens = 128
-    @Option(help: "Tokens decoded after the prompt.") var newTokens = 64
-    @Option(help: "Measured repetitions (after one warm-up).") var repeats = 3
+    @Option(parsing: .unconditional, help: "Prompt length.") var promptTokens = 128
+    @Option(parsing: .unconditional, help: "Tokens decoded after the prompt.") var newTokens = 64
+    @Option(parsing: .unconditional, help: "Measured repetitions (after one warm-up).") var repeats = 3
     @Option(help: "Storage of the frozen weights: fp32, bf16, or q (a GGUF file's quantised blocks); not with --merge.")
     var precision: FrozenPrecision = .fp32
     @Flag(help: "Print one JSON object on stdout.") var json = false

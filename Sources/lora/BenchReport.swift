@@ -18,7 +18,7 @@ struct BenchReport: ParsableCommand {
 
     @Option(help: "results.jsonl written by Benchmarks/compare.sh.") var results: String
     @Option(help: "PRECISION=metrics.jsonl of a 200-step training run (repeatable: fp32 and bf16).") var curve: [String] = []
-    @Option(help: "The markdown file to update.") var output = "docs/PERFORMANCE.md"
+    @Option(help: "The Markdown file to update (default: PERFORMANCE.md beside --results).") var output: String?
 
     func run() throws {
         let runs = try BenchRuns(url: URL(fileURLWithPath: results))
@@ -28,7 +28,7 @@ struct BenchReport: ParsableCommand {
             curves[String(spec[..<eq])] = try trainLosses(URL(fileURLWithPath: String(spec[spec.index(after: eq)...])))
         }
         let block = BenchTables(runs: runs, curves: curves).markdown()
-        let url = URL(fileURLWithPath: output)
+        let url = output.map { URL(fileURLWithPath: $0) } ?? URL(fileURLWithPath: results).deletingLastPathComponent().appendingPathComponent("PERFORMANCE.md")
         var text = (try? String(contentsOf: url, encoding: .utf8)) ?? "# Performance\n"
         let begin = "<!-- BEGIN compare.sh -->", end = "<!-- END compare.sh -->"
         if let b = text.range(of: begin), let e = text.range(of: end), b.upperBound <= e.lowerBound {

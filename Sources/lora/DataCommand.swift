@@ -18,7 +18,7 @@ struct DataCommand: ParsableCommand {
             """)
         @Argument(help: "The data set: sentiment.") var name: String
         @Option(help: "Output directory.") var output: String
-        @Option(help: "Seed of the split.") var seed: UInt64 = 0
+        @Option(parsing: .unconditional, help: "Seed of the split.") var seed: UInt64 = 0
 
         func run() throws {
             guard name == "sentiment" else { throw ValidationError("unknown data set '\(name)' (known: sentiment)") }

@@ -27,15 +27,15 @@ struct SentimentExperiment: ParsableCommand {
         it exists), the table puts both side by side.
         """)
 
-    @Option(help: "Working directory: data, runs, results.") var output = ".cache/experiment-sentiment"
+    @Option(help: "Working folder: data, runs, results (default: $LORA_HOME/runs/experiment-sentiment).") var output: String?
     @Option(help: "Comma-separated seeds (initialisation, data order, dropout).") var seeds = "0,1,2"
     @Option(help: "Comma-separated methods: \(ExperimentMethod.all.map(\.name).joined(separator: ", ")).")
     var methods = ExperimentMethod.all.map(\.name).joined(separator: ",")
-    @Option(help: "Passes over the training split.") var epochs = 3
-    @Option(help: "Optimizer steps per run instead of --epochs (a quick check of the whole pipeline).") var steps: Int?
-    @Option(help: "Examples per batch.") var batchSize = 32
+    @Option(parsing: .unconditional, help: "Passes over the training split.") var epochs = 3
+    @Option(parsing: .unconditional, help: "Optimizer steps per run instead of --epochs (a quick check of the whole pipeline).") var steps: Int?
+    @Option(parsing: .unconditional, help: "Examples per batch.") var batchSize = 32
     @Option(help: "PyTorch + PEFT results (JSON from Scripts/reference/sentiment_peft.py).") var reference: String?
-    @Option(help: "Where to write the results table (Markdown).") var report = "docs/EXPERIMENTS.md"
+    @Option(help: "Where to write the results table, Markdown (default: EXPERIMENTS.md in --output).") var report: String?
     @Flag(help: "Run every method and seed again, even those with results.") var rerun = false
 
     func run() throws {
@@ -53,7 +53,7 @@ struct SentimentExperiment: ParsableCommand {
             throw ValidationError("--seeds, --epochs, --steps and --batch-size must be positive")
         }
 
-        let root = URL(fileURLWithPath: output)
+        let root = output.map { URL(fileURLWithPath: $0) } ?? ModelStore().root.appendingPathComponent("runs/experiment-sentiment")
         let data = root.appendingPathComponent("data")
         note("preparing the splits in \(data.path)")
         let folder = try ModelStore().fetch(.vaderSentiment) { note($0) }
@@ -94,8 +94,8 @@ struct SentimentExperiment: ParsableCommand {
             note("no PyTorch + PEFT results at \(referenceURL.path): the table will have swift-lora only")
         }
         let markdown = ExperimentReport(runs: runs, methods: methodList, peft: peft, epochs: epochs, steps: steps, batchSize: batchSize,
-                                        seeds: seedList, output: output).markdown()
-        let reportURL = URL(fileURLWithPath: report)
+                                        seeds: seedList, output: root.path).markdown()
+        let reportURL = report.map { URL(fileURLWithPath: $0) } ?? root.appendingPathComponent("EXPERIMENTS.md")
         try FileManager.default.createDirectory(at: reportURL.deletingLastPathComponent(), withIntermediateDirectories: true)
         try atomicWrite(Data(markdown.utf8), to: reportURL)
         print(markdown)

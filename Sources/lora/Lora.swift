@@ -14,4 +14,14 @@ struct Lora: ParsableCommand {
         version: "swift-lora 0.1.0",
         subcommands: [Quickstart.self, Bench.self, ModelsCommand.self, DataCommand.self, Train.self, Eval.self, AdapterCommand.self, Merge.self, Convert.self, Inspect.self, Tokenize.self, Score.self, Generate.self, Classify.self, Embed.self, ExperimentCommand.self]
     )
+
+    /// Parses and runs the command; any failure is printed in plain words (`UserFacingErrors`).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: UserFacingErrors.clean(error))
+        }
+    }
 }

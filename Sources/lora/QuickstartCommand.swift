@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelStore
 import Models
 import Tokenizers
 import Training
@@ -17,17 +18,17 @@ struct Quickstart: ParsableCommand {
         adapter and checks the merged model answers the same, and prints an example.
         """)
     @Option(help: "The base model.") var model = "smollm2-135m-instruct"
-    @Option(help: "Where the data, adapter and checkpoints go.") var output = ".cache/quickstart"
-    @Option(help: "Training examples.") var trainExamples = 600
-    @Option(help: "Validation examples.") var validExamples = 40
-    @Option(help: "Held-out test examples.") var testExamples = 50
-    @Option(help: "Passes over the training data.") var epochs = 2
-    @Option(help: "Seed of the data, the initialisation and the data order.") var seed: UInt64 = 0
-    @Option(help: "Peak learning rate.") var lr = 2e-3
+    @Option(help: "Where the data, adapter and checkpoints go (default: $LORA_HOME/runs/quickstart).") var output: String?
+    @Option(parsing: .unconditional, help: "Training examples.") var trainExamples = 600
+    @Option(parsing: .unconditional, help: "Validation examples.") var validExamples = 40
+    @Option(parsing: .unconditional, help: "Held-out test examples.") var testExamples = 50
+    @Option(parsing: .unconditional, help: "Passes over the training data.") var epochs = 2
+    @Option(parsing: .unconditional, help: "Seed of the data, the initialisation and the data order.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Peak learning rate.") var lr = 2e-3
 
     func run() throws {
         let start = Date()
-        let out = URL(fileURLWithPath: output)
+        let out = output.map { URL(fileURLWithPath: $0) } ?? ModelStore().root.appendingPathComponent("runs/quickstart")
         let dataDir = out.appendingPathComponent("data"), adapterDir = out.appendingPathComponent("adapter")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
         try? FileManager.default.removeItem(at: adapterDir)
@@ -63,6 +64,8 @@ struct Quickstart: ParsableCommand {
         let (validSet, _, _) = try Dataset.load(dataDir.appendingPathComponent("valid.jsonl"), task: .causalLM, tokenizer: pretrained.tokenizer,
                                                 chatTemplate: template, maxSequenceLength: settings.maxSeqLen, labelMap: nil)
         print("   \(report.examples) examples, \(report.tokens) tokens (\(report.trainableTokens) in the loss)")
+        // A fresh run every time: the adapter folder of an earlier quickstart is cleared first.
+        try? FileManager.default.removeItem(at: adapterDir)
         let progress = Progress(json: false)
         let session = try TrainingSession(model: pretrained.model, configuration: settings, train: trainSet, valid: validSet,
                                           padId: pretrained.tokenizer.padTokenId ?? 0, output: adapterDir, labels: nil, resume: nil,

@@ -13,17 +13,67 @@ struct ModelOption: ParsableArguments {
     /// Resolves (fetching a known model if needed, with progress on stderr) and loads it; `seed`
     /// initialises a classifier head the checkpoint lacks.
     /// `precision` stores the frozen weights packed (see `FrozenPrecision`).
-    func load(labels: [String]? = nil, seed: UInt64 = 0, precision: FrozenPrecision = .fp32) throws -> Pretrained {
+    func load(labels: [String]? = nil, seed: UInt64 = 0, precision: FrozenPrecision = .fp32, newHead: NewHead = .silent) throws -> Pretrained {
         let location = try ModelStore().resolve(model) { note($0) }
+        return try Self.load(location, labels: labels, seed: seed, precision: precision, newHead: newHead)
+    }
+
+    /// What to say about a classification head the checkpoint lacks (freshly initialised).
+    enum NewHead {
+        /// Nothing: the command does not use the head (inspect, tokenize, embed), or an adapter
+        /// brings one.
+        case silent
+        /// Training: the new head is trained with the adapter.
+        case trained
+        /// The head's outputs are used as they are: a warning that they are random.
+        case untrained
+    }
+
+    static func load(_ location: ModelLocation, labels: [String]? = nil, seed: UInt64 = 0, precision: FrozenPrecision = .fp32,
+                     newHead: NewHead = .silent) throws -> Pretrained {
         let start = Date()
         let pretrained = try Pretrained.load(location.url, seed: seed, labels: labels, frozen: precision)
         let stored = precision == .fp32 ? "" : String(format: ", frozen weights %@ (%.0f MiB)", precision.rawValue,
                                                       Double(pretrained.model.frozenWeightBytes) / 1_048_576)
         note(String(format: "loaded %@ in %.2f s%@", location.url.lastPathComponent, Date().timeIntervalSince(start), stored))
-        for name in pretrained.report.newlyInitialized { note("warning: \(name) was not in the checkpoint and is freshly initialised") }
+        let fresh = pretrained.report.newlyInitialized
+        if !fresh.isEmpty {
+            switch newHead {
+            case .silent: break
+            case .trained:
+                note("a new classification head (\(fresh.joined(separator: ", ")); the base model has none for these labels) is trained with the adapter")
+            case .untrained:
+                note("warning: the model has no trained classification head (\(fresh.joined(separator: ", ")) are random), so its outputs mean nothing; give an --adapter trained with lora train --task classification")
+            }
+        }
         return pretrained
     }
 }
+
+/// What kind of model a location holds, read from its header alone (before loading weights).
+enum ModelFamily {
+    /// A causal language model (Llama family).
+    case decoder
+    /// A BERT-family encoder (classification, embeddings).
+    case encoder
+    /// Something else; loading it says why it is not supported.
+    case other
+
+    static func of(_ url: URL) throws -> ModelFamily {
+        if url.pathExtension.lowercased() == "gguf" { return .decoder }
+        let configURL = url.appendingPathComponent("config.json")
+        guard let data = try? Data(contentsOf: configURL),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return .other }
+        switch json["model_type"] as? String {
+        case "llama": return .decoder
+        case "bert": return .encoder
+        default: return .other
+        }
+    }
+}
+
+/// "1 example", "3 examples".
+func count(_ n: Int, _ noun: String) -> String { "\(n.formatted()) \(noun)\(n == 1 ? "" : "s")" }
 
 /// A file's size in bytes; 0 when it cannot be read (sizes only go into reports).
 func fileSize(_ url: URL) -> Int {

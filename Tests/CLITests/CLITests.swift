@@ -93,7 +93,8 @@ struct CLITests {
         #expect(classify.status == 0, "\(classify.stderr)")
         let logits = try #require(try classify.json()["logits"] as? [[Double]])
         #expect(logits.count == 2 && logits.allSatisfy { $0.count == 2 })
-        #expect(classify.stderr.contains("freshly initialised"))
+        // The base model has no trained head: classify says its outputs are random.
+        #expect(classify.stderr.contains("no trained classification head"))
         let tokenize = try Self.lora("tokenize", "--model", "all-minilm-l6-v2", "--text", "Hello, world!", "--json")
         let ids = try #require(try tokenize.json()["ids"] as? [Int])
         #expect(ids.first == 101 && ids.last == 102)
@@ -113,7 +114,7 @@ struct CLITests {
         let inspect = try Self.lora("adapter", "inspect", adapter.path, "--json")
         #expect(inspect.status == 0, "\(inspect.stderr)")
         let report = try inspect.json()
-        #expect(report["rank"] as? Int == 4 && report["adaptedModules"] as? Int == 150)
+        #expect(report["rank"] as? Int == 4 && report["adapted_modules"] as? Int == 150)
         // The same text the fixture scored, with the adapter, unmerged and merged.
         let tokenizer = try Self.lora("tokenize", "--model", "smollm2-135m-instruct", "--text", "The capital of France is Paris, and the capital of Italy is Rome.", "--json")
         let ids = try #require(try tokenizer.json()["ids"] as? [Int])
@@ -145,7 +146,7 @@ struct CLITests {
         print("merged directory scored by lora: max |Δ log p| vs PEFT merge_and_unload \(e)")
         #expect(e <= 1e-3)
         let noConfig = try Self.lora("score", "--model", "smollm2-135m-instruct", "--adapter", "/nonexistent/adapter", "--text", "x")
-        #expect(noConfig.status != 0 && noConfig.stderr.contains("adapter_config.json"))
+        #expect(noConfig.status != 0 && noConfig.stderr.contains("/nonexistent/adapter: no such folder"), "\(noConfig.stderr)")
     }
 
     @Test func convertBetweenPEFTAndMLX() throws {

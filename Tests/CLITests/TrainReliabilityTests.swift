@@ -295,7 +295,8 @@ struct TrainReliabilityTests {
         let final = try CLITests.lora(work.trainArguments(out, settings + ["--resume", "latest", "--json"]))
         #expect(final.status == 0, "\(final.stderr)")
         #expect(try final.json()["steps"] as? Int == steps)
-        let leftovers = Self.names(checkpointsDir).filter { $0.hasPrefix(".") } + Self.names(out).filter { $0.hasPrefix(".") }
+        // `.lock` is the run folder's lock file (it records the last holder), not debris of a write.
+        let leftovers = Self.names(checkpointsDir).filter { $0.hasPrefix(".") } + Self.names(out).filter { $0.hasPrefix(".") && $0 != ".lock" }
         let resumed = try Self.tensors(out.appendingPathComponent("adapter_model.safetensors"))
         let expected = try Self.tensors(reference.appendingPathComponent("adapter_model.safetensors"))
         let difference = expected.map { name, values in zip(values, resumed[name] ?? []).map { abs($0 - $1) }.max() ?? .infinity }.max() ?? .infinity
@@ -438,9 +439,12 @@ struct TrainReliabilityTests {
         #expect(twiceExited && twiceStatus == 143 && twiceSeconds < 1.5)
         #expect(third.stderr.contains("second stop signal") && !third.stderr.contains("checkpoint written to"))
         #expect(Self.checkpoints(slowOut).isEmpty && debris.contains { $0.hasPrefix(".tmp-step-") })
-        // The next run sweeps the half-written checkpoint away.
-        let next = try CLITests.lora(work.trainArguments(slowOut, ["--steps", "2"]))
-        #expect(next.status == 0 && next.stderr.contains("leftover of an interrupted write"), "\(next.stderr)")
+        // A new run into that folder is refused (it holds the interrupted run's metrics), and with
+        // --overwrite starts afresh: the half-written checkpoint goes with the rest.
+        let refused = try CLITests.lora(work.trainArguments(slowOut, ["--steps", "2"]))
+        #expect(refused.status != 0 && refused.stderr.contains("already holds a training run"), "\(refused.stderr)")
+        let next = try CLITests.lora(work.trainArguments(slowOut, ["--steps", "2", "--overwrite"]))
+        #expect(next.status == 0 && next.stderr.contains("--overwrite: removed"), "\(next.stderr)")
         #expect(!Self.names(slowOut.appendingPathComponent("checkpoints")).contains { $0.hasPrefix(".") })
     }
 
