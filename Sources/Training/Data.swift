@@ -54,7 +54,7 @@ public enum DataError: Error, Equatable, CustomStringConvertible {
         case let .empty(file): "\(file): no examples (the file is empty or has only blank lines)"
         case let .unknownLabel(file, line, label): "\(file):\(line): label \"\(label)\" is not one of the training labels"
         case let .noChatTemplate(file, line):
-            "\(file):\(line): a \"messages\" example needs the model's chat template, and the model has none this package can render (supported: ChatML)"
+            "\(file):\(line): a \"messages\" example needs the model's chat template, and the model has none this package can render (supported: ChatML, Llama-3, Gemma, Mistral); give one with --chat-template FILE"
         case let .tooFewLabels(file, labels):
             "\(file): classification needs at least two distinct labels; the file has \(labels.isEmpty ? "none" : labels.map { "\"\($0)\"" }.joined(separator: ", "))"
         case let .noTrainableExamples(file, maxSequenceLength):
@@ -267,7 +267,12 @@ public enum Dataset {
                 report.longest = max(report.longest, example.ids.count)
                 examples.append(example)
             }
-            guard !examples.isEmpty else { throw .noTrainableExamples(file: file, maxSequenceLength: maxSequenceLength) }
+            guard !examples.isEmpty else {
+                if report.truncated == 0 {
+                    throw .invalidOption(file: file, reason: "no example has a token to learn from: the texts (or completions, or assistant turns) are empty")
+                }
+                throw .noTrainableExamples(file: file, maxSequenceLength: maxSequenceLength)
+            }
             report.examples = examples.count
             report.format = (format ?? .text).rawValue
             return (examples, report, nil)

@@ -150,6 +150,8 @@ struct Generate: ParsableCommand {
     @Flag(help: "Wrap the prompt as a user turn with the model's chat template.") var chat = false
     @Option(help: "A system prompt (implies --chat; replaces the template's default one).") var system: String?
     @Option(help: ArgumentHelp("A conversation to continue (implies --chat): JSON or JSONL messages.", valueName: "file")) var messages: String?
+    @Option(help: ArgumentHelp("A Jinja chat template to use instead of the model's (ChatML, Llama-3, Gemma or Mistral; recognised, never evaluated).", valueName: "file"))
+    var chatTemplate: String?
     @Flag(help: "Print the rendered prompt (after the chat template) to stderr before generating.") var showPrompt = false
     @Option(parsing: .unconditional, help: "Stop after this many new tokens.") var maxTokens = 128
     @Option(parsing: .unconditional, help: "0 = greedy; higher values sample more freely.") var temperature: Float = 0
@@ -240,11 +242,11 @@ struct Generate: ParsableCommand {
         }
         try adapterOptions.apply(to: llm)
         llm.setTraining(false)
-        let isChat = chat || system != nil || messages != nil
+        let isChat = chat || system != nil || messages != nil || chatTemplate != nil
         var text = try promptText() ?? ""
         var stopTokens = pretrained.stopTokens
         if isChat {
-            let template = try pretrained.chatTemplate.get()
+            let template = try chatTemplate.map { try lora.chatTemplate(file: $0) } ?? pretrained.chatTemplate.get()
             text = template.render(try conversation(), addGenerationPrompt: true)
             if let id = pretrained.tokenizer.id(of: template.endOfTurn) { stopTokens.insert(id) }
         }

@@ -12,9 +12,28 @@ struct ModelsCommand: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show the known models and where they are installed.")
+        @Flag(help: "Print one JSON object: {\"store\": String, \"models\": [{\"name\", \"summary\", \"hugging_face_id\", \"path\"}]} (path null when not fetched).") var json = false
+
+        struct Entry: Encodable {
+            let name: String, summary: String, huggingFaceId: String?, path: String?
+            enum CodingKeys: String, CodingKey { case name, summary, huggingFaceId = "hugging_face_id", path }
+            func encode(to encoder: any Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(name, forKey: .name)
+                try c.encode(summary, forKey: .summary)
+                try c.encode(huggingFaceId, forKey: .huggingFaceId)
+                try c.encode(path, forKey: .path)
+            }
+        }
+        struct Output: Encodable { let store: String; let models: [Entry] }
 
         func run() throws {
             let store = ModelStore()
+            if json {
+                return try printJSON(Output(store: store.root.path, models: KnownModel.all.map {
+                    Entry(name: $0.name, summary: $0.summary, huggingFaceId: $0.huggingFaceId, path: store.installedLocation(of: $0)?.url.path)
+                }))
+            }
             print("model store: \(store.root.path)")
             for model in KnownModel.all {
                 let state = store.installedLocation(of: model).map { "installed  \($0.url.path)" } ?? "not fetched"

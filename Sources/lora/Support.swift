@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Tokenizers
+import Formats
 import ModelStore
 import Models
 
@@ -107,4 +109,14 @@ struct MemoryOptions: ParsableArguments {
     var precision: FrozenPrecision = .fp32
     @Flag(help: "Recompute each block's activations in the backward pass instead of keeping them (less memory, about a third more compute).")
     var recompute = false
+}
+
+/// `--chat-template FILE`: a Jinja chat template to use instead of the model's. It is recognised
+/// as one of the families swift-lora renders natively, never evaluated.
+func chatTemplate(file path: String) throws -> ChatTemplate {
+    let url = URL(fileURLWithPath: path)
+    if let why = unreadableFileReason(url) { throw CommandError("--chat-template \(path): \(why)") }
+    let source: String
+    do { source = try String(contentsOf: url, encoding: .utf8) } catch { throw CommandError("--chat-template \(path): \(plainFileReason(error))") }
+    do { return try ChatTemplate(jinja: source) } catch { throw CommandError("--chat-template \(path): \(error.description)") }
 }

@@ -39,6 +39,8 @@ struct Train: ParsableCommand {
     @Option(help: "Output folder (created if needed; refused if it holds another run, see --overwrite).") var output: String?
     @Flag(help: "Delete what a previous run left in --output (adapter, model, checkpoints, metrics) before training.") var overwrite = false
     @Option(help: "A YAML or JSON file with settings (see above); flags override it.") var config: String?
+    @Option(help: ArgumentHelp("A Jinja chat template for {\"messages\"} data instead of the model's (ChatML, Llama-3, Gemma or Mistral; recognised, never evaluated).", valueName: "file"))
+    var chatTemplate: String?
     @Option(help: "causal-lm or classification (default: the model's: classification for a BERT-family encoder).") var task: TrainingTask?
     @Option(parsing: .unconditional, help: "LoRA rank r, at most the smaller dimension of each adapted layer (default: 8).") var rank: Int?
     @Option(parsing: .unconditional, help: "LoRA alpha; the adapter is scaled by alpha/r (default: 16).") var alpha: Double?
@@ -204,7 +206,7 @@ struct Train: ParsableCommand {
             loaded = p
             tokenizer = p.tokenizer
         }
-        let template = try? loaded?.chatTemplate.get()
+        let template = try chatTemplate.map { try lora.chatTemplate(file: $0) } ?? (try? loaded?.chatTemplate.get())
         let (train, trainReport, labelMap) = try Dataset.load(inputs.data, task: settings.task, tokenizer: tokenizer,
                                                                chatTemplate: template, maxSequenceLength: settings.maxSeqLen,
                                                                labelMap: labels.map { LabelMap(labels: $0) })
@@ -249,7 +251,7 @@ struct Train: ParsableCommand {
                                           output: outputURL, labels: labels, resume: resumeURL,
                                           baseModel: location.known?.huggingFaceId ?? location.url.path, modelFiles: modelFiles,
                                           events: progress.handle)
-        note(pretrained.model.adaptable.trainableParameterReport() + "; \(session.trainer.totalSteps) steps")
+        note(pretrained.model.adaptable.trainableParameterReport() + "; " + count(session.trainer.totalSteps, "step"))
 
         // Memory: the estimated peak against what the machine has (see MemoryEstimate).
         let everything = train + validExamples + testSets.flatMap(\.examples)

@@ -438,6 +438,16 @@ struct NewUserTests {
             """)
         let multi = try CLITests.lora(["generate", "--model", "smollm2-135m-instruct", "--messages", conversation.path, "--max-tokens", "2", "--show-prompt"])
         #expect(multi.status == 0 && multi.stderr.contains("<|im_start|>assistant\nHello Ada!<|im_end|>\n<|im_start|>user\nWhat is my name?"), "\(multi.stderr)")
+        // --chat-template FILE for a model without one (the tiny Llama has none).
+        let chatML = try work.write("chatml.jinja", #"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#)
+        let noTemplate = try CLITests.lora(["generate", "--model", work.model.path, "--chat", "--prompt", "hi", "--max-tokens", "2"])
+        #expect(noTemplate.status != 0 && noTemplate.stderr.contains("no chat template"), "\(noTemplate.stderr)")
+        let given = try CLITests.lora(["generate", "--model", work.model.path, "--chat-template", chatML.path, "--prompt", "hi",
+                                       "--max-tokens", "2", "--show-prompt"])
+        #expect(given.status == 0 && given.stderr.contains("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), "\(given.stderr)")
+        let code = try work.write("code.jinja", "{{ cycler.__init__.__globals__.os.popen('id').read() }}")
+        let refused = try CLITests.lora(["generate", "--model", work.model.path, "--chat-template", code.path, "--prompt", "hi"])
+        #expect(refused.status != 0 && refused.stderr.contains("unsupported chat template"), "\(refused.stderr)")
         let topK = try CLITests.lora(["generate", "--model", work.model.path, "--prompt", "x", "--max-tokens", "2", "--top-k", "5"])
         #expect(topK.status == 0 && topK.stderr.contains("only apply when sampling"))
     }
@@ -474,6 +484,15 @@ struct NewUserTests {
             let names = keys(try run.json())
             #expect(names.allSatisfy { $0 == $0.lowercased() }, "camelCase keys: \(names)")
         }
+        // models list --json; an empty text is named as such, not blamed on truncation.
+        let models = try CLITests.lora(["models", "list", "--json"])
+        #expect(models.status == 0)
+        let listed = try models.json()["models"] as? [[String: Any]]
+        #expect((listed?.count ?? 0) >= 2)
+        let empty = try work.write("empty-text.jsonl", #"{"text": ""}"# + "\n")
+        _ = try realModel(.smolLM2)
+        let emptyRun = try CLITests.lora(["train", "--model", "smollm2-135m-instruct", "--data", empty.path, "--output", work.url("et").path])
+        #expect(emptyRun.status != 0 && emptyRun.stderr.contains("are empty") && !emptyRun.stderr.contains("raise the maximum"), "\(emptyRun.stderr)")
         // --help states each default once, in the parser's style "(default: X)".
         let twice = try NSRegularExpression(pattern: #"\(default[^)]*\)[^-]{0,80}\(default"#)
         for command in [["train"], ["eval"], ["generate"], ["classify"], ["embed"], ["merge"], ["bench", "train"]] {
