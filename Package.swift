@@ -4,7 +4,7 @@ import PackageDescription
 // The targets follow the architecture, bottom to top:
 //   CBLAS (OpenBLAS, C boundary), CKernels (bf16 products) → Kernels (tensors, matmul, elementwise math)
 //   → Layers (forward + backward of every layer) → LoRA (the adapted linear layer)
-//   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece) → Models (Llama, BERT)
+//   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece, SentencePiece; built from GGUF metadata too) → Models (Llama, BERT)
 //   → Training (optimizer) → ModelStore (known offline models) → lora (CLI).
 //   FuzzTargets wraps the parsers of untrusted files for libFuzzer (Fuzz/, `make fuzz`).
 let package = Package(
@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "LoRA", dependencies: ["Kernels", "Layers", "OrderedJSON"]),
         .target(name: "Formats", dependencies: ["Kernels"]),
         .target(name: "OrderedJSON"),
-        .target(name: "Tokenizers", dependencies: ["OrderedJSON"]),
+        .target(name: "Tokenizers", dependencies: ["OrderedJSON", "Formats"]),
         .target(name: "ModelStore"),
         .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers"]),
         .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models"]),

@@ -51,22 +51,3 @@ public struct Pretrained {
         do { return .success(try ChatTemplate(jinja: source)) } catch { return .failure(error) }
     }
 }
-
-/// The tokenizer a GGUF file describes (`tokenizer.ggml.*`). The pre-tokenizer follows
-/// `tokenizer.ggml.pre` as llama.cpp does ("smollm": digits split first, as the upstream
-/// tokenizer.json does; transformers' GGUF conversion drops that step, which only changes
-/// runs of whitespace before a number).
-public func ggufTokenizer(_ gguf: GGUFFile) throws(TokenizerError) -> ByteLevelBPETokenizer {
-    let m = gguf.metadata
-    let source = gguf.path ?? "GGUF metadata"
-    let model = m["tokenizer.ggml.model"]?.string ?? "(none)"
-    guard model == "gpt2" else { throw .unsupportedModel(file: source, type: "tokenizer.ggml.model \(model)") }
-    guard let tokens = m["tokenizer.ggml.tokens"]?.strings else { throw .missingField(file: source, field: "tokenizer.ggml.tokens") }
-    guard let merges = m["tokenizer.ggml.merges"]?.strings else { throw .missingField(file: source, field: "tokenizer.ggml.merges") }
-    return try ByteLevelBPETokenizer(
-        tokens: tokens, merges: merges, tokenTypes: m["tokenizer.ggml.token_type"]?.ints,
-        preTokenizer: try PreTokenizer.llamaCpp(m["tokenizer.ggml.pre"]?.string ?? "default", source: source),
-        bos: m["tokenizer.ggml.bos_token_id"]?.int, eos: m["tokenizer.ggml.eos_token_id"]?.int,
-        pad: m["tokenizer.ggml.padding_token_id"]?.int, unknown: m["tokenizer.ggml.unknown_token_id"]?.int,
-        addBOS: m["tokenizer.ggml.add_bos_token"]?.bool ?? false, source: source)
-}

@@ -56,7 +56,8 @@ struct TinyBPEFixture: Decodable {
 enum RealTokenizers {
     static let smolLM2: Result<(gguf: GGUFFile, tokenizer: ByteLevelBPETokenizer), any Error> = Result {
         let gguf = try GGUFFile(url: try realModel(.smolLM2))
-        return (gguf, try ggufTokenizer(gguf))
+        guard let bpe = try ggufTokenizer(gguf) as? ByteLevelBPETokenizer else { throw TokenizerError.unsupportedModel(file: "SmolLM2", type: "not byte-level BPE") }
+        return (gguf, bpe)
     }
 
     static let miniLM: Result<WordPieceTokenizer, any Error> = Result {
