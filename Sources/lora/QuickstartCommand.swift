@@ -99,7 +99,7 @@ struct Quickstart: ParsableCommand {
 
         let example = test[1]
         print("6. Example (held out):\n   request: \(example.request)\n   base:    \(before.answers[1])\n   adapted: \(after.answers[1])\n   expected: \(example.json)")
-        print(String(format: "Done in %.0f s. Reproduce the training with:\n   lora train --model %@ --data %@ --valid %@ --output %@ --epochs %d --lr %g --batch-size 8 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --warmup 0.06 --max-seq-len 128",
+        print(String(format: "Done in %.0f s. Reproduce the training with:\n   lora train --model %@ --data %@ --valid %@ --output %@ --overwrite --epochs %d --lr %g --batch-size 8 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --warmup 0.06 --max-seq-len 128",
                      Date().timeIntervalSince(start), model, dataDir.appendingPathComponent("train.jsonl").path,
                      dataDir.appendingPathComponent("valid.jsonl").path, adapterDir.path, epochs, lr))
     }

@@ -8,41 +8,9 @@ import Testing
 /// confusing before. One test per point of the issue, in its order.
 @Suite("new-user trial: silent wrong results and confusing errors", .serialized)
 struct NewUserTests {
-    /// A scratch folder with the tiny Llama (a Hugging Face folder) and prompt/completion data.
-    struct Work {
-        let root: URL
-        let model: URL
-        let train: URL
-        let valid: URL
-
-        init() throws {
-            root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-newuser-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-            model = try TrainCLITests.tinyModelDirectory()
-            train = try TrainCLITests.data(root, name: "train.jsonl", count: 24, offset: 0)
-            valid = try TrainCLITests.data(root, name: "valid.jsonl", count: 6, offset: 100)
-        }
-
-        func remove() {
-            try? FileManager.default.removeItem(at: root)
-            try? FileManager.default.removeItem(at: model)
-        }
-
-        func url(_ name: String) -> URL { root.appendingPathComponent(name) }
-
-        func write(_ name: String, _ text: String) throws -> URL {
-            let u = url(name)
-            try FileManager.default.createDirectory(at: u.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try Data(text.utf8).write(to: u)
-            return u
-        }
-
-        /// `lora train` on the tiny Llama with small, fast settings.
-        func train(_ output: URL, _ extra: [String] = []) throws -> CLITests.Run {
-            try CLITests.lora(["train", "--model", model.path, "--data", train.path, "--output", output.path, "--batch-size", "4",
-                               "--lr", "1e-2", "--rank", "4", "--seed", "1"] + extra)
-        }
-    }
+    /// The reliability suite's work folder: the tiny Llama (a Hugging Face folder) and
+    /// prompt/completion data.
+    typealias Work = TrainReliabilityTests.Work
 
     /// Three-class sentiment rows for all-MiniLM-L6-v2.
     static func classificationData(_ work: Work, name: String) throws -> URL {
@@ -64,7 +32,7 @@ struct NewUserTests {
     // MARK: 1. A used --output folder
 
     @Test func usedOutputFolderIsRefusedOverwrittenOrResumed() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let out = work.url("run")
         let first = try work.train(out, ["--steps", "3", "--save-every", "1"])
@@ -102,7 +70,7 @@ struct NewUserTests {
     }
 
     @Test func aSecondConcurrentRunFailsAtOnceNamingTheFirst() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let out = work.url("shared")
         let arguments = ["train", "--model", work.model.path, "--data", work.train.path, "--output", out.path, "--batch-size", "4",
@@ -127,7 +95,7 @@ struct NewUserTests {
     // MARK: 2. lora eval combines several adapters
 
     @Test func evalCombinesSeveralAdapters() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let a = work.url("a"), b = work.url("b")
         #expect(try work.train(a, ["--steps", "4"]).status == 0)
@@ -158,7 +126,7 @@ struct NewUserTests {
 
     @Test func classifyMergeAndFullUseTheLabels() throws {
         _ = try realModel(.miniLM)
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let data = try Self.classificationData(work, name: "cls.jsonl")
         let adapter = work.url("cls")
@@ -216,7 +184,7 @@ struct NewUserTests {
     // MARK: 5. --targets
 
     @Test func everyTargetMustMatchAndInspectListsModules() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let typo = try work.train(work.url("t1"), ["--steps", "1", "--targets", "q_proj,vproj"])
         print("--targets q_proj,vproj: \(typo.stderr.split(separator: "\n").last ?? "")")
@@ -242,7 +210,7 @@ struct NewUserTests {
     // MARK: 6. Config files
 
     @Test func configFilesRefuseUnknownKeysAndTakeAliasesAndPaths() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let typo = try work.write("typo.yaml", "early_stoping: 2\n")
         let refused = try work.train(work.url("c0"), ["--config", typo.path, "--steps", "1"])
@@ -311,7 +279,7 @@ struct NewUserTests {
     // MARK: 8. --alpha 0, ranks above a layer's dimensions
 
     @Test func alphaZeroAndOversizedRanksAreRefused() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let zero = try work.train(work.url("a0"), ["--steps", "1", "--alpha", "0"])
         #expect(zero.status != 0 && zero.stderr.contains("--alpha must be positive") && zero.stderr.contains("learn nothing"), "\(zero.stderr)")
@@ -322,7 +290,7 @@ struct NewUserTests {
     // MARK: 9. Task mismatches
 
     @Test func taskMismatchesAreExplained() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let rows = try work.write("labels.jsonl", #"{"text": "good", "label": "pos"}"# + "\n" + #"{"text": "bad", "label": "neg"}"# + "\n")
         let asText = try CLITests.lora(["train", "--model", work.model.path, "--data", rows.path, "--output", work.url("x").path, "--steps", "1"])
@@ -335,7 +303,7 @@ struct NewUserTests {
     // MARK: 10. --early-stopping
 
     @Test func earlyStoppingGetsEvaluationPoints() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let noValid = try work.train(work.url("e0"), ["--steps", "4", "--early-stopping", "2"])
         #expect(noValid.status != 0 && noValid.stderr.contains("--early-stopping needs --valid"))
@@ -350,7 +318,7 @@ struct NewUserTests {
     // MARK: 11. Negative numbers
 
     @Test func negativeNumbersAreValues() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         for (flag, expected) in [("--lr", "--lr must be positive"), ("--rank", "--rank must be in"), ("--dropout", "--dropout must be in"),
                                  ("--steps", "--steps must be positive"), ("--weight-decay", "--weight-decay must be")] {
@@ -364,7 +332,7 @@ struct NewUserTests {
     // MARK: 12. Error messages; data folders; mlx-lm adapters
 
     @Test func errorsAreReadableAndLayoutsAreRecognised() throws {
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         // A folder as --data: explained, or read as mlx-lm's train/valid layout.
         let empty = work.url("empty")
@@ -419,7 +387,7 @@ struct NewUserTests {
 
     @Test func generateChatOptionsAndCleanJSON() throws {
         _ = try realModel(.smolLM2)
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         let reply = try CLITests.lora(["generate", "--model", "smollm2-135m-instruct", "--chat", "--prompt", "Hello!", "--max-tokens", "48", "--json"])
         #expect(reply.status == 0, "\(reply.stderr)")
@@ -456,7 +424,7 @@ struct NewUserTests {
 
     @Test func smallThingsThatAddUp() throws {
         _ = try realModel(.miniLM)
-        let work = try Work()
+        let work = try Work("newuser")
         defer { work.remove() }
         // loss.svg: step ticks, an honest axis label, a validation legend only with validation data.
         let out = work.url("svg")
@@ -507,5 +475,22 @@ struct NewUserTests {
         #expect(experimentHelp.stdout.contains("EXPERIMENTS.md in --output"))
         let reportHelp = try CLITests.lora(["bench", "report", "--help"])
         #expect(reportHelp.stdout.contains("beside --results"))
+    }
+}
+
+extension TrainReliabilityTests.Work {
+    func url(_ name: String) -> URL { root.appendingPathComponent(name) }
+
+    func write(_ name: String, _ text: String) throws -> URL {
+        let u = url(name)
+        try FileManager.default.createDirectory(at: u.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data(text.utf8).write(to: u)
+        return u
+    }
+
+    /// `lora train` on the tiny Llama with small, fast settings (no --json: progress on stdout).
+    func train(_ output: URL, _ extra: [String] = []) throws -> CLITests.Run {
+        try CLITests.lora(["train", "--model", model.path, "--data", train.path, "--output", output.path, "--batch-size", "4",
+                           "--lr", "1e-2", "--rank", "4", "--seed", "1"] + extra)
     }
 }
