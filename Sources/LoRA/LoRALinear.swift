@@ -49,6 +49,8 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
     case notMerged(layer: String)
     case nonFiniteMerge(layer: String)
     case packedBase(layer: String, encoding: String)
+    /// A per-row forward named an adapter this layer does not have.
+    case noSuchAdapter(layer: String, adapter: String)
 
     public var description: String {
         switch self {
@@ -56,6 +58,7 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
         case let .shapeMismatch(layer, tensor, expected, got): "\(layer): \(tensor) has shape \(got), expected \(expected)"
         case .noSuchModule(let name): "no linear module matches '\(name)'"
         case .noAdapter(let layer): "\(layer): no LoRA adapter attached"
+        case let .noSuchAdapter(layer, adapter): "\(layer): no adapter named '\(adapter)'"
         case .alreadyMerged(let layer): "\(layer): the adapter is already merged"
         case .adapterAlreadyAttached(let layer): "\(layer): an adapter is already attached (detach it first)"
         case .notMerged(let layer): "\(layer): the adapter is not merged"
@@ -150,6 +153,21 @@ public final class LoRAAdapter {
         matmul(transposeB: true, m: n, n: r, k: inF, xd.data, lda: inF, a.value.data, ldb: inF, lowRank.data, ldc: r)
         matmul(transposeB: true, m: n, n: outF, k: r, alpha: scale, lowRank.data, lda: r, b.value.data, ldb: r,
                beta: 1, y.data, ldc: outF)
+    }
+
+    /// y[row] += s·(x[row]·Aᵀ)·Bᵀ for the given rows only (inference: no dropout, nothing saved).
+    /// The rows are gathered into one block, so a group of rows costs two small products.
+    func addRows(_ rows: [Int], of x: Tensor, into y: Tensor) {
+        guard !rows.isEmpty else { return }
+        let n = rows.count, inF = x.rowLength, outF = y.rowLength, r = rank
+        let gathered = Tensor(shape: [n, inF]), low = Tensor(shape: [n, r]), delta = Tensor(shape: [n, outF])
+        for (i, row) in rows.enumerated() { (gathered.data + i * inF).update(from: x.data + row * inF, count: inF) }
+        matmul(transposeB: true, m: n, n: r, k: inF, gathered.data, lda: inF, a.value.data, ldb: inF, low.data, ldc: r)
+        matmul(transposeB: true, m: n, n: outF, k: r, alpha: scale, low.data, lda: r, b.value.data, ldb: r, delta.data, ldc: outF)
+        for (i, row) in rows.enumerated() {
+            let dst = y.data + row * outF, src = delta.data + i * outF
+            for j in 0..<outF { dst[j] += src[j] }
+        }
     }
 
     /// dB += s·dyᵀ·h, dh = s·dy·B, dA += dhᵀ·drop(x), dx += drop′(dh·A).
@@ -280,6 +298,35 @@ public final class LoRALinear {
         let y = base.forward(x)
         usedAtForward = isMerged ? [] : activeAdapters.compactMap { adapter(named: $0) }
         for adapter in usedAtForward { adapter.forward(x, into: y, training: isTraining) }
+        return y
+    }
+
+    /// PEFT's mixed-batch forward (`model(x, adapter_names=[…])`), for inference: every row of
+    /// `x` names its adapter (nil = the base model alone). The base product runs once for the
+    /// whole batch; each adapter's low-rank products run once over the rows that chose it.
+    ///
+    ///     y[N, out] = x · W0ᵀ (+ b);   y[rows of a] += s_a · (x[rows of a] · A_aᵀ) · B_aᵀ
+    ///
+    /// Refused while merged (the merged weight holds other adapters' ΔW) and for names this
+    /// layer does not have. Nothing is saved for a backward pass.
+    public func forward(_ x: Tensor, rowAdapters: [String?]) throws(LoRAError) -> Tensor {
+        guard !isMerged else { throw .alreadyMerged(layer: name) }
+        guard rowAdapters.count == x.rowCount else {
+            throw .invalidSettings("\(name): \(rowAdapters.count) row adapters for \(x.rowCount) rows")
+        }
+        var groups: [(adapter: LoRAAdapter, rows: [Int])] = []
+        var index: [String: Int] = [:]
+        for (row, adapterName) in rowAdapters.enumerated() {
+            guard let adapterName else { continue }
+            if let g = index[adapterName] { groups[g].rows.append(row); continue }
+            guard let adapter = adapter(named: adapterName) else { throw .noSuchAdapter(layer: name, adapter: adapterName) }
+            index[adapterName] = groups.count
+            groups.append((adapter, [row]))
+        }
+        input = nil
+        usedAtForward = []
+        let y = base.forward(x)
+        for g in groups { g.adapter.addRows(g.rows, of: x, into: y) }
         return y
     }
 
