@@ -9,28 +9,39 @@ public struct AttentionMask: Sendable {
     public var causal: Bool
     /// [B·T], 1 = real token, 0 = padding (never attended to); nil = no padding.
     public var keyPadding: [Int]?
+    /// With `causal`: query i sees only the last `slidingWindow` keys, i − window < j ≤ i
+    /// (transformers' sliding-window causal mask, Gemma's local layers); nil = every earlier key.
+    public var slidingWindow: Int?
 
-    public init(causal: Bool, keyPadding: [Int]? = nil) {
+    public init(causal: Bool, keyPadding: [Int]? = nil, slidingWindow: Int? = nil) {
+        precondition(slidingWindow.map { $0 > 0 && causal } ?? true, "a sliding window is positive and causal")
         self.causal = causal
         self.keyPadding = keyPadding
+        self.slidingWindow = slidingWindow
     }
+
+    /// The first key query i may see.
+    @inline(__always)
+    func firstKey(_ i: Int) -> Int { slidingWindow.map { max(0, i - $0 + 1) } ?? 0 }
 }
 
 /// Scaled dot-product attention over heads, with grouped-query heads (kvHeads divides heads;
 /// query head h reads key/value head h / (heads / kvHeads)).
 ///
 ///     q: [B, T, H·D], k, v: [B, T, KV·D]  →  out: [B, T, H·D]
-///     S = q·kᵀ / √D,  masked entries −∞,  P = softmax(S) (saved, [B, H, T, T]),  out = P·v
+///     S = c · q·kᵀ  (c = 1/√D unless given),  masked entries −∞,  P = softmax(S) (saved, [B, H, T, T]),  out = P·v
 ///
 ///     backward: dP = dout·vᵀ
 ///               dS = P ⊙ (dP − rowsum(dP ⊙ P))
-///               dq = dS·k / √D,  dk += dSᵀ·q / √D,  dv += Pᵀ·dout   (summed over a group's heads)
+///               dq = c · dS·k,  dk += c · dSᵀ·q,  dv += Pᵀ·dout   (summed over a group's heads)
 ///
 /// A query row whose keys are all masked gets zero output and zero gradient.
 public final class ScaledDotProductAttention {
     public let heads: Int
     public let kvHeads: Int
     public let headDimension: Int
+    /// The factor on q·kᵀ: 1/√D by default (Gemma uses query_pre_attn_scalar^−½).
+    public let scale: Float
     public let output = Tensor(shape: [0])
     public let queryGradient = Tensor(shape: [0])
     public let keyGradient = Tensor(shape: [0])
@@ -42,11 +53,12 @@ public final class ScaledDotProductAttention {
     public var activationBuffers: [Tensor] { [output, probabilities] }
     public var gradientBuffers: [Tensor] { [queryGradient, keyGradient, valueGradient, scratch] }
 
-    public init(heads: Int, kvHeads: Int, headDimension: Int) {
+    public init(heads: Int, kvHeads: Int, headDimension: Int, scale: Float? = nil) {
         precondition(kvHeads > 0 && heads % kvHeads == 0, "heads (\(heads)) must be a multiple of kv heads (\(kvHeads))")
         self.heads = heads
         self.kvHeads = kvHeads
         self.headDimension = headDimension
+        self.scale = scale ?? 1 / Float(headDimension).squareRoot()
     }
 
     public func forward(q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int, mask: AttentionMask) -> Tensor {
@@ -57,7 +69,7 @@ public final class ScaledDotProductAttention {
         saved = (q, k, v, batch, t)
         output.resize([batch, t, qStride])
         probabilities.resize([batch, h, t, t])
-        let scale = 1 / Float(d).squareRoot()
+        let scale = self.scale
         let qs = q.data, ks = k.data, vs = v.data, ps = probabilities.data, out = output.data
         parallelChunks(batch, minimumChunk: sequencesPerChunk(length: t)) { sequences in
             for b in sequences {
@@ -87,16 +99,16 @@ public final class ScaledDotProductAttention {
     /// Softmax over the keys query i may see; every other entry becomes exactly 0.
     @inline(__always)
     private func softmaxRow(_ row: UnsafeMutablePointer<Float>, query i: Int, length t: Int, mask: AttentionMask, paddingOffset: Int) {
-        let last = mask.causal ? i : t - 1
+        let last = mask.causal ? i : t - 1, first = mask.firstKey(i)
         var maxValue = -Float.infinity
-        for j in 0...last where isVisible(j, mask, paddingOffset) { maxValue = max(maxValue, row[j]) }
+        for j in first...last where isVisible(j, mask, paddingOffset) { maxValue = max(maxValue, row[j]) }
         if maxValue == -.infinity {   // nothing visible
             row.update(repeating: 0, count: t)
             return
         }
         var sum: Float = 0
         for j in 0..<t {
-            if j <= last && isVisible(j, mask, paddingOffset) {
+            if j >= first && j <= last && isVisible(j, mask, paddingOffset) {
                 let e = fastExp(row[j] - maxValue)
                 row[j] = e
                 sum += e
@@ -126,7 +138,7 @@ public final class ScaledDotProductAttention {
         keyGradient.zero()
         valueGradient.zero()
         scratch.resize([batch, t, t])
-        let scale = 1 / Float(d).squareRoot()
+        let scale = self.scale
         let qs = q.data, ks = k.data, vs = v.data, ps = probabilities.data, dOuts = dOut.data
         let dq = queryGradient.data, dk = keyGradient.data, dv = valueGradient.data, dPs = scratch.data
         // Sequences are independent (each writes only its own rows), so they run concurrently.
@@ -161,32 +173,36 @@ public final class ScaledDotProductAttention {
 }
 
 /// Inference-time causal attention of T new queries over a key/value cache (one sequence):
-/// query i sits at absolute position `offset + i` and sees cached keys 0...offset + i.
+/// query i sits at absolute position `offset + i` and sees cached keys 0...offset + i (the last
+/// `slidingWindow` of them when given). `scale` defaults to 1/√D.
 ///
 ///     q: [T, H·D], keys/values: [≥ offset + T, KV·D] (row stride KV·D)  →  out: [T, H·D]
 ///
 /// `scores` is scratch space, resized to [T, offset + T].
 public func cachedCausalAttention(
     q: Tensor, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, offset: Int,
-    heads: Int, kvHeads: Int, headDimension d: Int, scores: Tensor, into out: Tensor
+    heads: Int, kvHeads: Int, headDimension d: Int, scale given: Float? = nil, slidingWindow: Int? = nil,
+    scores: Tensor, into out: Tensor
 ) {
     let t = q.rowCount, length = offset + t, g = heads / kvHeads
     let qStride = heads * d, kvStride = kvHeads * d
     precondition(q.rowLength == qStride && out.count == q.count)
     scores.resize([t, length])
-    let scale = 1 / Float(d).squareRoot()
+    let scale = given ?? 1 / Float(d).squareRoot()
     for head in 0..<heads {
         let kv = (head / g) * d
         matmul(transposeB: true, m: t, n: length, k: d, alpha: scale, q.data + head * d, lda: qStride,
                keys + kv, ldb: kvStride, scores.data, ldc: length)
         for i in 0..<t {
             let row = scores.data + i * length, visible = offset + i + 1
+            let first = slidingWindow.map { max(0, visible - $0) } ?? 0
             var maxValue = -Float.infinity
-            for j in 0..<visible { maxValue = max(maxValue, row[j]) }
+            for j in first..<visible { maxValue = max(maxValue, row[j]) }
             var sum: Float = 0
-            for j in 0..<visible { let e = fastExp(row[j] - maxValue); row[j] = e; sum += e }
+            for j in first..<visible { let e = fastExp(row[j] - maxValue); row[j] = e; sum += e }
             let inv = 1 / sum
-            for j in 0..<visible { row[j] *= inv }
+            for j in first..<visible { row[j] *= inv }
+            for j in 0..<first { row[j] = 0 }
             for j in visible..<length { row[j] = 0 }
         }
         matmul(m: t, n: d, k: length, scores.data, lda: length, values + kv, ldb: kvStride,

@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 @testable import Layers
 import TestSupport
@@ -127,6 +128,52 @@ struct GradientCheckTests {
         #expect(errors.allSatisfy { $0 < Self.tolerance })
         // Padded keys get no gradient: their values never reach the output.
         for j in 3..<5 { for c in 0..<(kvHeads * d) { #expect(dvCopy[(1 * t + j) * kvHeads * d + c] == 0) } }
+    }
+
+    /// A sliding window (Gemma's local layers) and a scale other than 1/√D, with padding.
+    @Test func attentionWithSlidingWindowAndScale() {
+        let b = 2, t = 6, d = 4, heads = 2, kvHeads = 1, window = 3
+        let layer = ScaledDotProductAttention(heads: heads, kvHeads: kvHeads, headDimension: d, scale: 0.3)
+        let q = randomTensor([b, t, heads * d], seed: 31), k = randomTensor([b, t, kvHeads * d], seed: 32)
+        let v = randomTensor([b, t, kvHeads * d], seed: 33), w = randomTensor([b, t, heads * d], seed: 34)
+        let mask = AttentionMask(causal: true, keyPadding: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0], slidingWindow: window)
+        let loss = { weightedSum(layer.forward(q: q, k: k, v: v, batch: b, length: t, mask: mask), w) }
+        let out = layer.forward(q: q, k: k, v: v, batch: b, length: t, mask: mask).clone()
+        let (dq, dk, dv) = layer.backward(w)
+        let (dqCopy, dkCopy, dvCopy) = (dq.clone(), dk.clone(), dv.clone())
+        let errors = [
+            finiteDifferenceError(of: q, analytic: dqCopy, epsilon: 1e-3, loss: loss),
+            finiteDifferenceError(of: k, analytic: dkCopy, epsilon: 1e-3, loss: loss),
+            finiteDifferenceError(of: v, analytic: dvCopy, epsilon: 1e-3, loss: loss),
+        ]
+        // The reference: softmax(0.3·q·kᵀ) over i − 3 < j ≤ i, written out directly.
+        var e: Float = 0
+        for s in 0..<b {
+            for h in 0..<heads {
+                for i in 0..<t {
+                    let keys = (max(0, i - window + 1)...i).filter { s * t + $0 != 11 }
+                    let scores = keys.map { j in (0..<d).reduce(Float(0)) { $0 + q[(s * t + i) * heads * d + h * d + $1] * k[(s * t + j) * d + $1] } * 0.3 }
+                    let top = scores.max() ?? 0
+                    let weights = scores.map { Foundation.exp($0 - top) }
+                    let total = weights.reduce(0, +)
+                    for c in 0..<d {
+                        let expected = zip(keys, weights).reduce(Float(0)) { $0 + $1.1 / total * v[(s * t + $1.0) * d + c] }
+                        e = max(e, abs(out[(s * t + i) * heads * d + h * d + c] - expected))
+                    }
+                }
+            }
+        }
+        print("attention window=\(window) scale=0.3: max |Δ| vs direct \(e); dq, dk, dv: \(errors)")
+        #expect(e < 1e-5 && errors.allSatisfy { $0 < Self.tolerance })
+        // The cached (decoding) path with the same window and scale gives sequence 0's output (it has no padding).
+        let cached = Tensor(shape: [t, heads * d])
+        let scores = Tensor(shape: [0])
+        cachedCausalAttention(q: { let x = Tensor(shape: [t, heads * d]); x.data.update(from: q.data, count: x.count); return x }(),
+                              keys: k.data, values: v.data, offset: 0, heads: heads, kvHeads: kvHeads, headDimension: d,
+                              scale: 0.3, slidingWindow: window, scores: scores, into: cached)
+        let cachedError = (0..<cached.count).map { abs(cached[$0] - out[$0]) }.max() ?? .infinity
+        print("cached attention with the same window and scale: max |Δ| \(cachedError)")
+        #expect(cachedError < 1e-6)
     }
 
     @Test func attentionMasksAreRespected() {
