@@ -1,53 +1,85 @@
+import Foundation
 import Kernels
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The gated activation of Llama's MLP: h = silu(gate) ⊙ up, silu(g) = g · σ(g).
+/// The gated activation of an MLP: h = f(gate) ⊙ up.
 ///
 ///     gate, up, h: [N, I]
-///     backward: dgate = dh ⊙ up ⊙ σ(g) · (1 + g · (1 − σ(g))),   dup = dh ⊙ silu(g)
-public final class SwiGLU {
+///     silu (Llama):      f(g) = g · σ(g)
+///                        dgate = dh ⊙ up ⊙ σ(g) · (1 + g · (1 − σ(g))),   dup = dh ⊙ f(g)
+///     tanh GELU (Gemma): f(g) = ½ g (1 + tanh(u)),  u = √(2/π) (g + 0.044715 g³)
+///                        dgate = dh ⊙ up ⊙ (½ (1 + tanh u) + ½ g (1 − tanh² u) √(2/π) (1 + 3·0.044715 g²)),  dup = dh ⊙ f(g)
+public final class GatedActivation {
+    /// silu (SwiGLU: Llama) or gelu_pytorch_tanh (GeGLU with the tanh GELU: Gemma).
+    public enum Function: Sendable { case silu, geluTanh }
+    public let function: Function
     public let output = Tensor(shape: [0])
     public let gateGradient = Tensor(shape: [0])
     public let upGradient = Tensor(shape: [0])
     private var saved: (gate: Tensor, up: Tensor)?
 
-    public init() {}
+    public init(_ function: Function = .silu) { self.function = function }
 
     public var activationBuffers: [Tensor] { [output] }
     public var gradientBuffers: [Tensor] { [gateGradient, upGradient] }
+
+    /// √(2/π) and the cubic coefficient of the tanh GELU.
+    static let c = Float((2 / Double.pi).squareRoot()), cubic: Float = 0.044715
 
     public func forward(gate: Tensor, up: Tensor) -> Tensor {
         precondition(gate.shape == up.shape)
         saved = (gate, up)
         output.resize(gate.shape)
-        let gs = gate.data, us = up.data, ys = output.data
+        let gs = gate.data, us = up.data, ys = output.data, function = function
         parallelChunks(gate.count) { range in
-            for i in range {
-                let g = gs[i]
-                ys[i] = g / (1 + fastExp(-g)) * us[i]
+            switch function {
+            case .silu:
+                for i in range {
+                    let g = gs[i]
+                    ys[i] = g / (1 + fastExp(-g)) * us[i]
+                }
+            case .geluTanh:
+                for i in range {
+                    let g = gs[i]
+                    ys[i] = 0.5 * g * (1 + Foundation.tanh(Self.c * (g + Self.cubic * g * g * g))) * us[i]
+                }
             }
         }
         return output
     }
 
     public func backward(_ dh: Tensor) -> (dGate: Tensor, dUp: Tensor) {
-        guard let (gate, up) = saved else { preconditionFailure("SwiGLU backward before forward") }
-        precondition(dh.count == gate.count, "SwiGLU backward: dh \(dh.shape) for \(gate.shape)")
+        guard let (gate, up) = saved else { preconditionFailure("gated activation backward before forward") }
+        precondition(dh.count == gate.count, "gated activation backward: dh \(dh.shape) for \(gate.shape)")
         gateGradient.resize(gate.shape)
         upGradient.resize(up.shape)
-        let gs = gate.data, us = up.data, ds = dh.data, dg = gateGradient.data, du = upGradient.data
+        let gs = gate.data, us = up.data, ds = dh.data, dg = gateGradient.data, du = upGradient.data, function = function
         parallelChunks(gate.count) { range in
-            for i in range {
-                let g = gs[i], s = 1 / (1 + fastExp(-g))
-                du[i] = ds[i] * g * s
-                dg[i] = ds[i] * us[i] * s * (1 + g * (1 - s))
+            switch function {
+            case .silu:
+                for i in range {
+                    let g = gs[i], s = 1 / (1 + fastExp(-g))
+                    du[i] = ds[i] * g * s
+                    dg[i] = ds[i] * us[i] * s * (1 + g * (1 - s))
+                }
+            case .geluTanh:
+                for i in range {
+                    let g = gs[i], t = Foundation.tanh(Self.c * (g + Self.cubic * g * g * g))
+                    let value = 0.5 * g * (1 + t)
+                    let slope = 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * Self.c * (1 + 3 * Self.cubic * g * g)
+                    du[i] = ds[i] * value
+                    dg[i] = ds[i] * us[i] * slope
+                }
             }
         }
         return (gateGradient, upGradient)
     }
 }
+
+/// Llama's gated activation.
+public typealias SwiGLU = GatedActivation
 
 /// Exact GELU, as BERT uses it: y = x · Φ(x) = ½ x (1 + erf(x / √2)).
 ///

@@ -187,6 +187,28 @@ struct GradientCheckTests {
         #expect(masked[0] == 0 && masked[1] == 0 && masked.isFinite)
     }
 
+    @Test func geluTanhGate() {
+        let layer = GatedActivation(.geluTanh)
+        let g = randomTensor([3, 5], seed: 41, scale: 2), u = randomTensor([3, 5], seed: 42), w = randomTensor([3, 5], seed: 43)
+        let loss = { weightedSum(layer.forward(gate: g, up: u), w) }
+        let out = layer.forward(gate: g, up: u).clone()
+        let (dg, du) = layer.backward(w)
+        let (dgc, duc) = (dg.clone(), du.clone())
+        let errors = [finiteDifferenceError(of: g, analytic: dgc, epsilon: 1e-3, loss: loss),
+                      finiteDifferenceError(of: u, analytic: duc, epsilon: 1e-3, loss: loss)]
+        // torch.nn.functional.gelu(x, approximate="tanh") at a few points (torch 2.15, float64).
+        let reference: [(Double, Double)] = [(-3, -0.0036373920817729943), (-1, -0.15880800939172324), (0.5, 0.34571400982514394),
+                                             (2, 1.954597694087775)]
+        var valueError = 0.0
+        for (x, expected) in reference {
+            let one = Tensor(shape: [1, 1]); one[0] = Float(x)
+            let unit = Tensor(shape: [1, 1]); unit[0] = 1
+            valueError = max(valueError, abs(Double(GatedActivation(.geluTanh).forward(gate: one, up: unit)[0]) - expected))
+        }
+        print("GELU-tanh gate dgate, dup: \(errors); values vs torch \(valueError)")
+        #expect(errors.allSatisfy { $0 < Self.tolerance } && valueError < 1e-6 && out.isFinite)
+    }
+
     @Test func swiGLU() {
         let layer = SwiGLU()
         let g = randomTensor([3, 4], seed: 26), u = randomTensor([3, 4], seed: 27), w = randomTensor([3, 4], seed: 28)

@@ -1,0 +1,272 @@
+import Foundation
+import Formats
+import Kernels
+import Layers
+import LoRA
+
+/// A Gemma 3 text configuration (transformers' `Gemma3TextConfig`), read from a GGUF's
+/// `gemma3.*` metadata with llama.cpp's hard-coded Gemma 3 facts (`llama_load_hparams`, case
+/// LLM_ARCH_GEMMA3): every 6th layer global, the others sliding-window; local RoPE θ 10,000.
+public struct Gemma3Configuration: Sendable, Equatable {
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Float
+    /// RoPE θ of the global (full-attention) layers and of the sliding ones.
+    public var ropeTheta: Float
+    public var ropeLocalTheta: Float = 10_000
+    public var slidingWindow: Int
+    /// Layer i is global when (i + 1) is a multiple of this.
+    public var slidingWindowPattern = 6
+    /// The attention scale is queryPreAttnScalar^−½ (transformers: query_pre_attn_scalar = head_dim for 270M).
+    public var queryPreAttnScalar: Float
+    public var maxPositionEmbeddings: Int
+
+    public func isSliding(_ layer: Int) -> Bool { (layer + 1) % slidingWindowPattern != 0 }
+
+    /// From the metadata of a GGUF whose `general.architecture` is gemma3.
+    public init(gguf: GGUFFile, path: String) throws(ModelError) {
+        func value(_ key: String) -> GGUFValue? { gguf.metadata["gemma3." + key] }
+        func required(_ key: String) throws(ModelError) -> Int {
+            guard let v = value(key)?.int, v > 0 else { throw .invalidFile(path: path, reason: "gemma3.\(key) is missing or not a positive integer") }
+            return v
+        }
+        hiddenSize = try required("embedding_length")
+        intermediateSize = try required("feed_forward_length")
+        numHiddenLayers = try required("block_count")
+        numAttentionHeads = try required("attention.head_count")
+        numKeyValueHeads = try required("attention.head_count_kv")
+        headDim = try required("attention.key_length")
+        guard value("attention.value_length")?.int ?? headDim == headDim else {
+            throw .invalidFile(path: path, reason: "gemma3.attention.value_length differs from key_length")
+        }
+        slidingWindow = try required("attention.sliding_window")
+        maxPositionEmbeddings = value("context_length")?.int ?? 32_768
+        rmsNormEps = Float(value("attention.layer_norm_rms_epsilon")?.double ?? 1e-6)
+        ropeTheta = Float(value("rope.freq_base")?.double ?? 1_000_000)
+        queryPreAttnScalar = Float(headDim)
+        // The vocabulary is the embedding's row count ([V, C]).
+        guard let tokens = gguf.tensorInfos.first(where: { $0.name == "token_embd.weight" })?.shape.first, tokens > 0
+        else { throw .invalidFile(path: path, reason: "no token_embd.weight") }
+        vocabSize = tokens
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
+            throw .invalidConfiguration("gemma3: \(numAttentionHeads) heads are not a multiple of \(numKeyValueHeads) key/value heads")
+        }
+        guard headDim % 2 == 0 else { throw .invalidConfiguration("gemma3: head dimension \(headDim) is odd (RoPE needs pairs)") }
+        try checkParameterCount(matrixShapes)
+    }
+
+    var matrixShapes: [[Int]] {
+        let q = numAttentionHeads * headDim, kv = numKeyValueHeads * headDim
+        return [[vocabSize, hiddenSize], [numHiddenLayers, hiddenSize, 2 * q + 2 * kv], [numHiddenLayers, 3, hiddenSize, intermediateSize]]
+    }
+}
+
+/// Gemma 3 self-attention: q/k/v projections, RMSNorm over each head of q and k, RoPE (θ by
+/// layer type), grouped-query attention scaled by queryPreAttnScalar^−½ with a sliding window
+/// on local layers, then the output projection.
+///
+///     x [N, C] → q [N, H·D], k, v [N, KV·D] → q̂ = rms(q per head), k̂ = rms(k per head) → rope → attn → o [N, C]
+public final class Gemma3Attention {
+    public let qProj, kProj, vProj, oProj: LoRALinear
+    public let qNorm, kNorm: RMSNorm
+    let rope: RotaryEmbedding
+    let attention: ScaledDotProductAttention
+    let heads: Int, kvHeads: Int, headDim: Int
+    let window: Int?
+
+    init(_ cfg: Gemma3Configuration, layer: Int, prefix: String) {
+        let c = cfg.hiddenSize, q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim
+        qProj = LoRALinear(name: prefix + "q_proj", inFeatures: c, outFeatures: q, bias: false)
+        kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: false)
+        vProj = LoRALinear(name: prefix + "v_proj", inFeatures: c, outFeatures: kv, bias: false)
+        oProj = LoRALinear(name: prefix + "o_proj", inFeatures: q, outFeatures: c, bias: false)
+        qNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps)
+        kNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps)
+        let sliding = cfg.isSliding(layer)
+        rope = RotaryEmbedding(headDimension: cfg.headDim, base: sliding ? cfg.ropeLocalTheta : cfg.ropeTheta)
+        attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numKeyValueHeads, headDimension: cfg.headDim,
+                                              scale: 1 / cfg.queryPreAttnScalar.squareRoot())
+        heads = cfg.numAttentionHeads
+        kvHeads = cfg.numKeyValueHeads
+        headDim = cfg.headDim
+        window = sliding ? cfg.slidingWindow : nil
+    }
+
+    /// RMSNorm over each head's D values of `x` [N, heads·D]; a new [N, heads·D] tensor.
+    private func perHead(_ norm: RMSNorm, _ x: Tensor, heads: Int) -> Tensor {
+        let n = x.rowCount
+        x.reshape([n * heads, headDim])
+        let y = norm.forward(x).clone()
+        x.reshape([n, heads * headDim])
+        y.reshape([n, heads * headDim])
+        return y
+    }
+
+    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
+        let q = perHead(qNorm, qProj.forward(x), heads: heads)
+        let k = perHead(kNorm, kProj.forward(x), heads: kvHeads)
+        let v = vProj.forward(x)
+        rope.apply(q, positions: positions)
+        rope.apply(k, positions: positions)
+        let mask = AttentionMask(causal: true, keyPadding: padding, slidingWindow: window)
+        return oProj.forward(attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask))
+    }
+
+    var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
+}
+
+/// The GeGLU MLP (tanh GELU): out = down(gelu_tanh(gate(x)) ⊙ up(x)).   x, out: [N, C], hidden: [N, I]
+public final class Gemma3MLP {
+    public let gateProj, upProj, downProj: LoRALinear
+    let activation = GatedActivation(.geluTanh)
+
+    init(_ cfg: Gemma3Configuration, prefix: String) {
+        let c = cfg.hiddenSize, i = cfg.intermediateSize
+        gateProj = LoRALinear(name: prefix + "gate_proj", inFeatures: c, outFeatures: i, bias: false)
+        upProj = LoRALinear(name: prefix + "up_proj", inFeatures: c, outFeatures: i, bias: false)
+        downProj = LoRALinear(name: prefix + "down_proj", inFeatures: i, outFeatures: c, bias: false)
+    }
+
+    func forward(_ x: Tensor) -> Tensor { downProj.forward(activation.forward(gate: gateProj.forward(x), up: upProj.forward(x))) }
+
+    var linearModules: [LoRALinear] { [gateProj, upProj, downProj] }
+}
+
+/// One Gemma 3 block: pre- and post-norms around both sublayers.
+///
+///     h   = x + post_attn_norm(attn(input_norm(x)))
+///     out = h + post_ffw_norm(mlp(pre_ffw_norm(h)))
+///
+/// The norms' weights are stored as the GGUF has them, 1 + transformers' weight (Gemma's
+/// RMSNorm multiplies by 1 + w), so each is a plain RMSNorm here.
+public final class Gemma3DecoderLayer {
+    public let inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm: RMSNorm
+    public let selfAttn: Gemma3Attention
+    public let mlp: Gemma3MLP
+    let hidden = Tensor(shape: [0])
+    let output = Tensor(shape: [0])
+
+    init(_ cfg: Gemma3Configuration, index: Int) {
+        let prefix = "model.layers.\(index)."
+        func norm() -> RMSNorm { RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps) }
+        inputLayernorm = norm()
+        postAttentionLayernorm = norm()
+        preFeedforwardLayernorm = norm()
+        postFeedforwardLayernorm = norm()
+        selfAttn = Gemma3Attention(cfg, layer: index, prefix: prefix + "self_attn.")
+        mlp = Gemma3MLP(cfg, prefix: prefix + "mlp.")
+    }
+
+    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
+        let a = selfAttn.forward(inputLayernorm.forward(x), batch: batch, length: length, positions: positions, padding: padding)
+        add(x, postAttentionLayernorm.forward(a), into: hidden)
+        add(hidden, postFeedforwardLayernorm.forward(mlp.forward(preFeedforwardLayernorm.forward(hidden))), into: output)
+        return output
+    }
+
+    /// GGUF name (`blk.N.…`) → this block's parameter.
+    func ggufParameters(_ index: Int) -> [(name: String, parameter: Parameter)] {
+        let p = "blk.\(index)."
+        return [(p + "attn_norm.weight", inputLayernorm.weight), (p + "post_attention_norm.weight", postAttentionLayernorm.weight),
+                (p + "ffn_norm.weight", preFeedforwardLayernorm.weight), (p + "post_ffw_norm.weight", postFeedforwardLayernorm.weight),
+                (p + "attn_q_norm.weight", selfAttn.qNorm.weight), (p + "attn_k_norm.weight", selfAttn.kNorm.weight),
+                (p + "attn_q.weight", selfAttn.qProj.base.weight), (p + "attn_k.weight", selfAttn.kProj.base.weight),
+                (p + "attn_v.weight", selfAttn.vProj.base.weight), (p + "attn_output.weight", selfAttn.oProj.base.weight),
+                (p + "ffn_gate.weight", mlp.gateProj.base.weight), (p + "ffn_up.weight", mlp.upProj.base.weight),
+                (p + "ffn_down.weight", mlp.downProj.base.weight)]
+    }
+}
+
+/// `Gemma3ForCausalLM` (text): embeddings × √C → blocks → RMSNorm → the tied LM head.
+///
+/// This is the forward pass, checked against transformers on the same GGUF; training, caching
+/// and the CLI arrive when the architecture plugs into the model core (issue 15).
+public final class Gemma3ForCausalLM {
+    public let config: Gemma3Configuration
+    public let embedTokens: Embedding
+    public let layers: [Gemma3DecoderLayer]
+    public let norm: RMSNorm
+    let scaled = Tensor(shape: [0])
+
+    public init(_ config: Gemma3Configuration) {
+        self.config = config
+        embedTokens = Embedding(count: config.vocabSize, dimension: config.hiddenSize)
+        layers = (0..<config.numHiddenLayers).map { Gemma3DecoderLayer(config, index: $0) }
+        norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps)
+    }
+
+    /// Every parameter by its GGUF name. The LM head is the embedding (tied; no `output.weight`).
+    public var ggufParameters: [(name: String, parameter: Parameter)] {
+        [("token_embd.weight", embedTokens.weight)] + layers.enumerated().flatMap { $0.element.ggufParameters($0.offset) }
+            + [("output_norm.weight", norm.weight)]
+    }
+
+    /// Loads a gemma3 GGUF: every tensor must be there with its shape, and nothing else (an
+    /// `output.weight` copy of the tied head is allowed); tensors are dequantised to fp32.
+    public static func load(_ gguf: GGUFFile, path: String) throws(ModelError) -> Gemma3ForCausalLM {
+        let architecture = gguf.metadata["general.architecture"]?.string ?? "(none)"
+        guard architecture == "gemma3" else { throw .unsupportedArchitecture("general.architecture '\(architecture)' is not gemma3") }
+        let model = Gemma3ForCausalLM(try Gemma3Configuration(gguf: gguf, path: path))
+        let infos = Dictionary(gguf.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var missing: [String] = [], mismatched: [String] = []
+        let expected = model.ggufParameters
+        for (name, p) in expected {
+            guard let info = infos[name] else { missing.append(name); continue }
+            if info.shape != p.shape { mismatched.append("\(name): file \(info.shape), model \(p.shape)") }
+        }
+        let known = Set(expected.map(\.name)).union(["output.weight"])
+        let unexpected = infos.keys.filter { !known.contains($0) }.sorted()
+        guard missing.isEmpty, mismatched.isEmpty, unexpected.isEmpty else {
+            throw .weights(missing: missing, unexpected: unexpected, mismatched: mismatched)
+        }
+        for (name, p) in expected {
+            do { p.value.copy(from: try gguf.tensor(name)) } catch { throw .invalidFile(path: path, reason: "\(error)") }
+        }
+        return model
+    }
+
+    /// The final hidden states [B, T, C] after the last norm.
+    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
+        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
+        let e = embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length])
+        // transformers: embed(ids) · √C, the factor rounded to the weights' dtype (fp32).
+        scaled.resize(e.shape)
+        let factor = Float(config.hiddenSize).squareRoot()
+        for i in 0..<e.count { scaled[i] = e[i] * factor }
+        var x = scaled
+        for layer in layers {
+            x = layer.forward(x, batch: input.batch, length: input.length, positions: input.positions, padding: input.attentionMask)
+        }
+        return norm.forward(x)
+    }
+
+    /// log p(ids[i+1] | ids[...i]) for one sequence, from the tied head in chunks of rows (the
+    /// 262,144-wide logits are never all resident).
+    public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
+        guard ids.count >= 2 else { return [] }
+        let h = try hiddenStates(TokenBatch(batch: 1, length: ids.count, inputIds: ids))
+        let v = config.vocabSize, c = config.hiddenSize, chunk = 32
+        let logits = Tensor(shape: [chunk, v])
+        var result: [Double] = []
+        var start = 0
+        while start < ids.count - 1 {
+            let rows = min(chunk, ids.count - 1 - start)
+            embedTokens.weight.multiplyTransposed(h.data + start * c, ldx: c, rows: rows, into: logits.data, ldy: v)
+            for r in 0..<rows {
+                let row = logits.data + r * v
+                var top = -Float.infinity
+                for j in 0..<v { top = max(top, row[j]) }
+                var sum = 0.0
+                for j in 0..<v { sum += Foundation.exp(Double(row[j] - top)) }
+                result.append(Double(row[ids[start + r + 1]] - top) - Foundation.log(sum))
+            }
+            start += rows
+        }
+        return result
+    }
+}

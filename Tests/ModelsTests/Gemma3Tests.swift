@@ -1,0 +1,47 @@
+import Foundation
+import Formats
+import Kernels
+import ModelStore
+import Models
+import TestSupport
+import Testing
+import Tokenizers
+
+/// Gemma 3 270M's forward pass against transformers' Gemma3ForCausalLM on the same GGUF, fp32
+/// (`Scripts/reference/make_gemma3_fixtures.py`): per-token log-probabilities of three texts, the
+/// last 1,357 tokens long, so the 512-token window of the local layers binds.
+@Suite("Gemma 3 270M vs transformers", .serialized)
+struct Gemma3Tests {
+    struct Golden: Decodable {
+        struct Score: Decodable { let text: String; let ids: [Int]; let logprobs: [Double] }
+        let scores: [Score]
+    }
+
+    @Test func logProbabilitiesMatchTransformers() throws {
+        let url = try realModel(.gemma3)
+        let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: fixturesDirectory.appendingPathComponent("models/gemma3.json")))
+        let gguf = try GGUFFile(url: url)
+        let start = Date()
+        let model = try Gemma3ForCausalLM.load(gguf, path: url.path)
+        let tokenizer = try ggufTokenizer(gguf)
+        print(String(format: "Gemma 3 loaded in %.1f s: %d layers, window %d, local layers %d", Date().timeIntervalSince(start),
+                     model.config.numHiddenLayers, model.config.slidingWindow, (0..<model.config.numHiddenLayers).filter(model.config.isSliding).count))
+        for score in golden.scores {
+            #expect(tokenizer.encode(score.text, addSpecialTokens: true) == score.ids)
+            let began = Date()
+            let logprobs = try model.tokenLogProbabilities(score.ids)
+            let e = zip(logprobs, score.logprobs).map { abs($0 - $1) }.max() ?? .infinity
+            print(String(format: "Gemma 3, %d tokens: max |Δ log p| vs transformers %.2e (%.1f s)", score.ids.count, e, Date().timeIntervalSince(began)))
+            #expect(logprobs.count == score.logprobs.count && e <= 1e-3)
+        }
+    }
+
+    @Test func wrongFilesAreRefusedByName() throws {
+        let smol = try GGUFFile(url: try realModel(.smolLM2))
+        #expect {
+            try Gemma3ForCausalLM.load(smol, path: "smollm2.gguf")
+        } throws: { error in
+            "\(error)".contains("general.architecture 'llama' is not gemma3")
+        }
+    }
+}
