@@ -14,7 +14,9 @@ import Tokenizers
 struct Gemma3Tests {
     struct Golden: Decodable {
         struct Score: Decodable { let text: String; let ids: [Int]; let logprobs: [Double] }
+        struct Greedy: Decodable { let prompt: String; let prompt_ids: [Int]; let generated_ids: [Int] }
         let scores: [Score]
+        let greedy: [Greedy]
     }
 
     @Test func logProbabilitiesMatchTransformers() throws {
@@ -33,6 +35,20 @@ struct Gemma3Tests {
             let e = zip(logprobs, score.logprobs).map { abs($0 - $1) }.max() ?? .infinity
             print(String(format: "Gemma 3, %d tokens: max |Δ log p| vs transformers %.2e (%.1f s)", score.ids.count, e, Date().timeIntervalSince(began)))
             #expect(logprobs.count == score.logprobs.count && e <= 1e-3)
+        }
+        // Greedy decoding, 24 tokens on each prompt: the argmax of every step's logits.
+        for case_ in golden.greedy {
+            #expect(tokenizer.encode(case_.prompt, addSpecialTokens: true) == case_.prompt_ids)
+            var ids = case_.prompt_ids, generated: [Int] = []
+            for _ in 0..<case_.generated_ids.count {
+                let logits = try model.nextTokenLogits(ids)
+                var best = 0
+                for j in 1..<logits.count where logits[j] > logits[best] { best = j }
+                generated.append(best)
+                ids.append(best)
+            }
+            print("Gemma 3 greedy \(case_.prompt.debugDescription): \(generated == case_.generated_ids ? "identical" : "differs") for \(generated.count) tokens: \(tokenizer.decode(generated, skipSpecialTokens: true).debugDescription)")
+            #expect(generated == case_.generated_ids)
         }
     }
 

@@ -245,6 +245,16 @@ public final class Gemma3ForCausalLM {
         return norm.forward(x)
     }
 
+    /// The logits [V] after the last of `ids` (one sequence, the whole forward pass: no cache yet).
+    public func nextTokenLogits(_ ids: [Int]) throws(ModelError) -> Tensor {
+        guard !ids.isEmpty else { throw .invalidInput("no tokens to run") }
+        let h = try hiddenStates(TokenBatch(batch: 1, length: ids.count, inputIds: ids))
+        let v = config.vocabSize, c = config.hiddenSize
+        let logits = Tensor(shape: [v])
+        embedTokens.weight.multiplyTransposed(h.data + (ids.count - 1) * c, ldx: c, rows: 1, into: logits.data, ldy: v)
+        return logits
+    }
+
     /// log p(ids[i+1] | ids[...i]) for one sequence, from the tied head in chunks of rows (the
     /// 262,144-wide logits are never all resident).
     public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
