@@ -5,8 +5,8 @@ import Kernels
 import Layers
 
 /// Keys and values of every layer for one sequence, so each new token costs one position of
-/// work instead of the whole prefix.
-public final class LlamaKVCache {
+/// work instead of the whole prefix. Shared by the causal language models (Llama, Gemma 3).
+public final class KVCache {
     public let capacity: Int
     public private(set) var length = 0
     let keys: [Tensor]     // per layer [capacity, KV·D]
@@ -16,15 +16,80 @@ public final class LlamaKVCache {
     let hidden = Tensor(shape: [0])
     let output = Tensor(shape: [0])
 
-    init(_ config: LlamaConfiguration, capacity: Int) {
+    /// `width` = key/value heads × head dimension.
+    public init(layers: Int, width: Int, capacity: Int) {
         self.capacity = capacity
-        let width = config.numKeyValueHeads * config.headDim
-        keys = (0..<config.numHiddenLayers).map { _ in Tensor(shape: [capacity, width]) }
-        values = (0..<config.numHiddenLayers).map { _ in Tensor(shape: [capacity, width]) }
+        keys = (0..<layers).map { _ in Tensor(shape: [capacity, width]) }
+        values = (0..<layers).map { _ in Tensor(shape: [capacity, width]) }
     }
 
     public func reset() { length = 0 }
-    fileprivate func advance(by n: Int) { length += n }
+    func advance(by n: Int) { length += n }
+
+    /// Appends one layer's new keys and values [T, width] after what the cache holds.
+    func store(layer: Int, keys k: Tensor, values v: Tensor) {
+        let width = k.rowLength, start = length
+        (keys[layer].data + start * width).update(from: k.data, count: k.count)
+        (values[layer].data + start * width).update(from: v.data, count: v.count)
+    }
+
+    /// Throws unless `count` more tokens fit.
+    func checkRoom(for count: Int) throws(ModelError) {
+        guard count > 0 else { throw .invalidInput("no tokens to run") }
+        guard length + count <= capacity else { throw .invalidInput("\(length + count) tokens exceed the cache's \(capacity)") }
+    }
+}
+
+public typealias LlamaKVCache = KVCache
+
+/// A causal language model as the commands that run one see it: cached forward passes, scoring
+/// and generation (the last two written once, here, for every model).
+public protocol CausalLanguageModel: AnyObject {
+    var vocabularySize: Int { get }
+    func makeCache(capacity: Int) -> KVCache
+    /// Runs `tokens` of one sequence after what the cache holds and appends them to it. Returns
+    /// logits [T, V] for every new token when `allLogits`, else [1, V] for the last one.
+    func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool) throws(ModelError) -> Tensor
+    /// `log p(ids[i+1] | ids[0...i])` for every i (length ids.count − 1), computed in Double.
+    func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double]
+}
+
+extension CausalLanguageModel {
+    public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
+        guard ids.count >= 2 else { return [] }
+        let cache = makeCache(capacity: ids.count)
+        let logits = try forwardCached(ids, cache: cache, allLogits: true)
+        let v = vocabularySize
+        return (0..<(ids.count - 1)).map { i in logProbability(of: ids[i + 1], in: logits.data + i * v, count: v) }
+    }
+
+    /// Generates up to `maxTokens` tokens after `prompt`; stops after an end-of-sequence token
+    /// (which is included, as transformers' `generate` returns it). `onToken` sees each token
+    /// as it is produced.
+    public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler, stopTokens: Set<Int>,
+                         onToken: (Int) -> Void = { _ in }) throws(ModelError) -> [Int] {
+        guard maxTokens > 0 else { return [] }
+        let cache = makeCache(capacity: prompt.count + maxTokens)
+        var logits = try forwardCached(prompt, cache: cache, allLogits: false)
+        var generated: [Int] = []
+        while true {
+            let next = sampler.sample(logits.data, count: vocabularySize)
+            generated.append(next)
+            onToken(next)
+            if stopTokens.contains(next) || generated.count == maxTokens { break }
+            logits = try forwardCached([next], cache: cache, allLogits: false)
+        }
+        return generated
+    }
+}
+
+/// log softmax(row)[target], in Double.
+func logProbability(of target: Int, in row: UnsafePointer<Float>, count v: Int) -> Double {
+    var maxValue = -Float.infinity
+    for j in 0..<v { maxValue = max(maxValue, row[j]) }
+    var sum = 0.0
+    for j in 0..<v { sum += exp(Double(row[j] - maxValue)) }
+    return Double(row[target] - maxValue) - log(sum)
 }
 
 extension LlamaAttention {
@@ -32,9 +97,8 @@ extension LlamaAttention {
         let q = qProj.forward(x), k = kProj.forward(x), v = vProj.forward(x)
         rope.apply(q, positions: positions)
         rope.apply(k, positions: positions)
-        let width = k.rowLength, start = cache.length
-        (cache.keys[layer].data + start * width).update(from: k.data, count: k.count)
-        (cache.values[layer].data + start * width).update(from: v.data, count: v.count)
+        let start = cache.length
+        cache.store(layer: layer, keys: k, values: v)
         cache.context.resize(q.shape)
         cachedCausalAttention(q: q, keys: cache.keys[layer].data, values: cache.values[layer].data, offset: start,
                               heads: attention.heads, kvHeads: attention.kvHeads, headDimension: attention.headDimension,
@@ -52,16 +116,15 @@ extension LlamaDecoderLayer {
     }
 }
 
-extension LlamaForCausalLM {
-    public func makeCache(capacity: Int) -> LlamaKVCache { LlamaKVCache(config, capacity: capacity) }
+extension LlamaForCausalLM: CausalLanguageModel {
+    public var vocabularySize: Int { config.vocabSize }
 
-    /// Runs `tokens` of one sequence after what the cache already holds and appends them to it.
-    /// Returns logits [T, V] for every new token when `allLogits`, else [1, V] for the last one.
-    public func forwardCached(_ tokens: [Int], cache: LlamaKVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
-        guard !tokens.isEmpty else { throw .invalidInput("no tokens to run") }
-        guard cache.length + tokens.count <= cache.capacity else {
-            throw .invalidInput("\(cache.length + tokens.count) tokens exceed the cache's \(cache.capacity)")
-        }
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: config.numHiddenLayers, width: config.numKeyValueHeads * config.headDim, capacity: capacity)
+    }
+
+    public func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
+        try cache.checkRoom(for: tokens.count)
         try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: config.vocabSize, maxPositions: nil)
         let positions = Array(cache.length..<(cache.length + tokens.count))
         var x = embedTokens.forward(ids: tokens, shape: [tokens.count])
@@ -73,41 +136,6 @@ extension LlamaForCausalLM {
         lmHead.multiplyTransposed(h.data + (tokens.count - rows) * config.hiddenSize, ldx: config.hiddenSize, rows: rows,
                                   into: logitsOutput.data, ldy: config.vocabSize)
         return logitsOutput
-    }
-
-    /// `log p(ids[i+1] | ids[0...i])` for every i (length ids.count − 1), computed in Double.
-    public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
-        guard ids.count >= 2 else { return [] }
-        let cache = makeCache(capacity: ids.count)
-        let logits = try forwardCached(ids, cache: cache, allLogits: true)
-        let v = config.vocabSize
-        return (0..<(ids.count - 1)).map { i in
-            let row = logits.data + i * v
-            var maxValue = -Float.infinity
-            for j in 0..<v { maxValue = max(maxValue, row[j]) }
-            var sum = 0.0
-            for j in 0..<v { sum += exp(Double(row[j] - maxValue)) }
-            return Double(row[ids[i + 1]] - maxValue) - log(sum)
-        }
-    }
-
-    /// Generates up to `maxTokens` tokens after `prompt`; stops after an end-of-sequence token
-    /// (which is included, as transformers' `generate` returns it). `onToken` sees each token
-    /// as it is produced.
-    public func generate(prompt: [Int], maxTokens: Int, sampler: inout Sampler, stopTokens: Set<Int>,
-                         onToken: (Int) -> Void = { _ in }) throws(ModelError) -> [Int] {
-        guard maxTokens > 0 else { return [] }
-        let cache = makeCache(capacity: prompt.count + maxTokens)
-        var logits = try forwardCached(prompt, cache: cache)
-        var generated: [Int] = []
-        while true {
-            let next = sampler.sample(logits.data, count: config.vocabSize)
-            generated.append(next)
-            onToken(next)
-            if stopTokens.contains(next) || generated.count == maxTokens { break }
-            logits = try forwardCached([next], cache: cache)
-        }
-        return generated
     }
 }
 

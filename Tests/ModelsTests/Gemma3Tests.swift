@@ -36,17 +36,27 @@ struct Gemma3Tests {
             print(String(format: "Gemma 3, %d tokens: max |Δ log p| vs transformers %.2e (%.1f s)", score.ids.count, e, Date().timeIntervalSince(began)))
             #expect(logprobs.count == score.logprobs.count && e <= 1e-3)
         }
-        // Greedy decoding, 24 tokens on each prompt: the argmax of every step's logits.
+        // The cached forward pass past the window: the long text's last 100 log-probs from logits
+        // computed 1,257 tokens first, then one token at a time through the cache.
+        let long = try #require(golden.scores.last)
+        let cache = model.makeCache(capacity: long.ids.count)
+        _ = try model.forwardCached(Array(long.ids.prefix(long.ids.count - 100)), cache: cache)
+        var cachedError = 0.0
+        for i in (long.ids.count - 100)..<(long.ids.count - 1) {
+            let logits = try model.forwardCached([long.ids[i]], cache: cache)
+            var top = -Float.infinity
+            for j in 0..<logits.count { top = max(top, logits[j]) }
+            var sum = 0.0
+            for j in 0..<logits.count { sum += exp(Double(logits[j] - top)) }
+            cachedError = max(cachedError, abs(Double(logits[long.ids[i + 1]] - top) - log(sum) - long.logprobs[i]))
+        }
+        print(String(format: "Gemma 3 cached decoding at positions 1,257…1,356: max |Δ log p| vs transformers %.2e", cachedError))
+        #expect(cachedError <= 1e-3)
+        // Greedy decoding, 24 tokens on each prompt, with the KV cache (the window applies in it too).
         for case_ in golden.greedy {
             #expect(tokenizer.encode(case_.prompt, addSpecialTokens: true) == case_.prompt_ids)
-            var ids = case_.prompt_ids, generated: [Int] = []
-            for _ in 0..<case_.generated_ids.count {
-                let logits = try model.nextTokenLogits(ids)
-                var best = 0
-                for j in 1..<logits.count where logits[j] > logits[best] { best = j }
-                generated.append(best)
-                ids.append(best)
-            }
+            var sampler = Sampler()
+            let generated = try model.generate(prompt: case_.prompt_ids, maxTokens: case_.generated_ids.count, sampler: &sampler, stopTokens: [])
             print("Gemma 3 greedy \(case_.prompt.debugDescription): \(generated == case_.generated_ids ? "identical" : "differs") for \(generated.count) tokens: \(tokenizer.decode(generated, skipSpecialTokens: true).debugDescription)")
             #expect(generated == case_.generated_ids)
         }

@@ -107,14 +107,31 @@ public final class Gemma3Attention {
         return y
     }
 
-    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
+    /// q and k normalised per head and rotated, and v.
+    private func projections(_ x: Tensor, positions: [Int]) -> (q: Tensor, k: Tensor, v: Tensor) {
         let q = perHead(qNorm, qProj.forward(x), heads: heads)
         let k = perHead(kNorm, kProj.forward(x), heads: kvHeads)
-        let v = vProj.forward(x)
         rope.apply(q, positions: positions)
         rope.apply(k, positions: positions)
+        return (q, k, vProj.forward(x))
+    }
+
+    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
+        let (q, k, v) = projections(x, positions: positions)
         let mask = AttentionMask(causal: true, keyPadding: padding, slidingWindow: window)
         return oProj.forward(attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask))
+    }
+
+    /// New tokens of one sequence after those in `cache` (whose keys and values it appends).
+    func forwardCached(_ x: Tensor, layer: Int, cache: KVCache, positions: [Int]) -> Tensor {
+        let (q, k, v) = projections(x, positions: positions)
+        let start = cache.length
+        cache.store(layer: layer, keys: k, values: v)
+        cache.context.resize(q.shape)
+        cachedCausalAttention(q: q, keys: cache.keys[layer].data, values: cache.values[layer].data, offset: start,
+                              heads: heads, kvHeads: kvHeads, headDimension: headDim, scale: attention.scale,
+                              slidingWindow: window, scores: cache.scores, into: cache.context)
+        return oProj.forward(cache.context)
     }
 
     var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
@@ -162,9 +179,9 @@ public final class Gemma3DecoderLayer {
         mlp = Gemma3MLP(cfg, prefix: prefix + "mlp.")
     }
 
-    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
-        let a = selfAttn.forward(inputLayernorm.forward(x), batch: batch, length: length, positions: positions, padding: padding)
-        add(x, postAttentionLayernorm.forward(a), into: hidden)
+    /// The block around an attention sublayer (the batched or the cached one).
+    func forward(_ x: Tensor, attend: (Tensor) -> Tensor) -> Tensor {
+        add(x, postAttentionLayernorm.forward(attend(inputLayernorm.forward(x))), into: hidden)
         add(hidden, postFeedforwardLayernorm.forward(mlp.forward(preFeedforwardLayernorm.forward(hidden))), into: output)
         return output
     }
@@ -184,14 +201,17 @@ public final class Gemma3DecoderLayer {
 
 /// `Gemma3ForCausalLM` (text): embeddings × √C → blocks → RMSNorm → the tied LM head.
 ///
-/// This is the forward pass, checked against transformers on the same GGUF; training, caching
-/// and the CLI arrive when the architecture plugs into the model core (issue 15).
-public final class Gemma3ForCausalLM {
+/// The forward pass (batched, and cached for generation), checked against transformers on the
+/// same GGUF; training and adapters arrive when the architecture plugs into the model core.
+public final class Gemma3ForCausalLM: CausalLanguageModel {
     public let config: Gemma3Configuration
     public let embedTokens: Embedding
     public let layers: [Gemma3DecoderLayer]
     public let norm: RMSNorm
     let scaled = Tensor(shape: [0])
+    let logitsOutput = Tensor(shape: [0])
+
+    public var vocabularySize: Int { config.vocabSize }
 
     public init(_ config: Gemma3Configuration) {
         self.config = config
@@ -230,33 +250,29 @@ public final class Gemma3ForCausalLM {
         return model
     }
 
-    /// The final hidden states [B, T, C] after the last norm.
-    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
-        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        let e = embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length])
-        // transformers: embed(ids) · √C, the factor rounded to the weights' dtype (fp32).
+    /// embed(ids) · √C, as transformers scales them (the factor rounded to fp32).
+    func embed(_ ids: [Int], shape: [Int]) -> Tensor {
+        let e = embedTokens.forward(ids: ids, shape: shape)
         scaled.resize(e.shape)
         let factor = Float(config.hiddenSize).squareRoot()
         for i in 0..<e.count { scaled[i] = e[i] * factor }
-        var x = scaled
+        return scaled
+    }
+
+    /// The final hidden states [B, T, C] after the last norm.
+    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
+        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
+        var x = embed(input.inputIds, shape: [input.batch, input.length])
         for layer in layers {
-            x = layer.forward(x, batch: input.batch, length: input.length, positions: input.positions, padding: input.attentionMask)
+            x = layer.forward(x) { h in
+                layer.selfAttn.forward(h, batch: input.batch, length: input.length, positions: input.positions, padding: input.attentionMask)
+            }
         }
         return norm.forward(x)
     }
 
-    /// The logits [V] after the last of `ids` (one sequence, the whole forward pass: no cache yet).
-    public func nextTokenLogits(_ ids: [Int]) throws(ModelError) -> Tensor {
-        guard !ids.isEmpty else { throw .invalidInput("no tokens to run") }
-        let h = try hiddenStates(TokenBatch(batch: 1, length: ids.count, inputIds: ids))
-        let v = config.vocabSize, c = config.hiddenSize
-        let logits = Tensor(shape: [v])
-        embedTokens.weight.multiplyTransposed(h.data + (ids.count - 1) * c, ldx: c, rows: 1, into: logits.data, ldy: v)
-        return logits
-    }
-
-    /// log p(ids[i+1] | ids[...i]) for one sequence, from the tied head in chunks of rows (the
-    /// 262,144-wide logits are never all resident).
+    /// log p(ids[i+1] | ids[...i]) for one sequence: the batched forward pass, then the tied head
+    /// in chunks of rows (the 262,144-wide logits of a long text are never all resident).
     public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
         guard ids.count >= 2 else { return [] }
         let h = try hiddenStates(TokenBatch(batch: 1, length: ids.count, inputIds: ids))
@@ -267,16 +283,30 @@ public final class Gemma3ForCausalLM {
         while start < ids.count - 1 {
             let rows = min(chunk, ids.count - 1 - start)
             embedTokens.weight.multiplyTransposed(h.data + start * c, ldx: c, rows: rows, into: logits.data, ldy: v)
-            for r in 0..<rows {
-                let row = logits.data + r * v
-                var top = -Float.infinity
-                for j in 0..<v { top = max(top, row[j]) }
-                var sum = 0.0
-                for j in 0..<v { sum += Foundation.exp(Double(row[j] - top)) }
-                result.append(Double(row[ids[start + r + 1]] - top) - Foundation.log(sum))
-            }
+            for r in 0..<rows { result.append(logProbability(of: ids[start + r + 1], in: logits.data + r * v, count: v)) }
             start += rows
         }
         return result
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: config.numHiddenLayers, width: config.numKeyValueHeads * config.headDim, capacity: capacity)
+    }
+
+    public func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
+        try cache.checkRoom(for: tokens.count)
+        try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: config.vocabSize, maxPositions: nil)
+        let positions = Array(cache.length..<(cache.length + tokens.count))
+        var x = embed(tokens, shape: [tokens.count])
+        for (i, layer) in layers.enumerated() {
+            x = layer.forward(x) { h in layer.selfAttn.forwardCached(h, layer: i, cache: cache, positions: positions) }
+        }
+        cache.advance(by: tokens.count)
+        let h = norm.forward(x)
+        let rows = allLogits ? tokens.count : 1
+        logitsOutput.resize([rows, config.vocabSize])
+        embedTokens.weight.multiplyTransposed(h.data + (tokens.count - rows) * config.hiddenSize, ldx: config.hiddenSize, rows: rows,
+                                              into: logitsOutput.data, ldy: config.vocabSize)
+        return logitsOutput
     }
 }
