@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Formats
 import Kernels
+import ModelStore
 import Models
 import Tokenizers
 
@@ -102,7 +103,15 @@ struct Tokenize: ParsableCommand {
     @Flag(help: "Print one JSON object: {\"ids\": [Int]}.") var json = false
 
     func run() throws {
-        let tokenizer = try model.load().tokenizer
+        // The tokenizer alone: no weights are loaded.
+        let location = try ModelStore().resolve(model.model) { note($0) }
+        let tokenizer: any Tokenizer
+        do {
+            tokenizer = location.format == .gguf ? try ggufTokenizer(GGUFFile(url: location.url))
+                                                 : try loadTokenizer(huggingFaceDirectory: location.url)
+        } catch {
+            throw CommandError("\(location.url.path): \(error)")
+        }
         let ids = tokenizer.encode(text, addSpecialTokens: true)
         if json { return try printJSON(["ids": ids]) }
         for id in ids { print("\(id)\t\(tokenizer.token(of: id)?.debugDescription ?? "?")") }
@@ -121,12 +130,9 @@ struct Score: ParsableCommand {
     struct Output: Encodable { let ids: [Int]; let logprobs: [Double] }
 
     func run() throws {
-        let pretrained = try model.load()
-        guard case .llama(let llm) = pretrained.model else { throw CommandError("score needs a causal language model (Llama family)") }
-        try adapterOptions.apply(to: llm)
-        llm.setTraining(false)
+        let pretrained = try model.loadCausalLM(adapters: adapterOptions)
         let ids = pretrained.tokenizer.encode(text, addSpecialTokens: true)
-        let logprobs = try llm.tokenLogProbabilities(ids)
+        let logprobs = try pretrained.model.tokenLogProbabilities(ids)
         if json { return try printJSON(Output(ids: ids, logprobs: logprobs)) }
         for (i, lp) in logprobs.enumerated() {
             print(String(format: "%8.4f  ", lp) + (pretrained.tokenizer.token(of: ids[i + 1])?.debugDescription ?? "?"))
@@ -236,12 +242,7 @@ struct Generate: ParsableCommand {
         if precision == .bf16 && !hasBF16Instructions {
             note("note: this CPU has no AVX512-BF16: bf16 weights halve the memory but decode at fp32 speed")
         }
-        let pretrained = try model.load(precision: precision)
-        guard case .llama(let llm) = pretrained.model else {
-            throw CommandError("generate needs a causal language model (Llama family, such as smollm2-135m-instruct); \(model.model) is a BERT-family encoder")
-        }
-        try adapterOptions.apply(to: llm)
-        llm.setTraining(false)
+        let pretrained = try model.loadCausalLM(precision: precision, adapters: adapterOptions)
         let isChat = chat || system != nil || messages != nil || chatTemplate != nil
         var text = try promptText() ?? ""
         var stopTokens = pretrained.stopTokens
@@ -256,7 +257,7 @@ struct Generate: ParsableCommand {
         let start = Date()
         var firstToken: Date?
         var soFar: [Int] = [], shown = ""
-        let ids = try llm.generate(prompt: promptIds, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens) { id in
+        let ids = try pretrained.model.generate(prompt: promptIds, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens) { id in
             if firstToken == nil { firstToken = Date() }
             guard !json else { return }
             // Stream the text: print what the new token adds, once it decodes to whole characters.

@@ -20,6 +20,30 @@ struct ModelOption: ParsableArguments {
         return try Self.load(location, labels: labels, seed: seed, precision: precision, newHead: newHead)
     }
 
+    /// A causal language model of any supported architecture (Llama, Gemma 3), for the commands
+    /// that score and generate; `adapters` are loaded into it (refused for an architecture that
+    /// takes none yet).
+    func loadCausalLM(precision: FrozenPrecision = .fp32, adapters: AdapterOptions) throws -> LoadedCausalLM {
+        let location = try ModelStore().resolve(model) { note($0) }
+        let start = Date()
+        let lm: LoadedCausalLM
+        do {
+            lm = try CausalLanguageModels.load(location.url, frozen: precision)
+        } catch {
+            guard case .invalidInput(let why) = error, why.contains("BERT-family") else { throw error }
+            throw CommandError("this command needs a causal language model (Llama or Gemma 3, such as smollm2-135m-instruct); \(model) is a BERT-family encoder")
+        }
+        note(String(format: "loaded %@ (%@) in %.2f s", location.url.lastPathComponent, lm.architecture, Date().timeIntervalSince(start)))
+        if !adapters.adapters.isEmpty {
+            guard let adaptable = lm.adaptable else {
+                throw CommandError("\(lm.architecture) models take no LoRA adapters yet (they arrive with the model core); run it without --adapter")
+            }
+            try adapters.apply(to: adaptable)
+        }
+        lm.adaptable?.setTraining(false)
+        return lm
+    }
+
     /// What to say about a classification head the checkpoint lacks (freshly initialised).
     enum NewHead {
         /// Nothing: the command does not use the head (inspect, tokenize, embed), or an adapter
