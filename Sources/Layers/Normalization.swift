@@ -1,14 +1,17 @@
 import Kernels
 
-/// Root-mean-square normalisation (Llama), computed in fp32 as Hugging Face does.
+/// Root-mean-square normalisation (Llama; Gemma with `weightOffset` 1, its `1 + w`), computed in
+/// fp32 as Hugging Face does.
 ///
-///     forward:  r[n] = 1 / √(mean(x[n]²) + ε),  x̂ = x · r,  y = w ⊙ x̂      x, y: [N, C], w: [C]
-///     backward: dx̂ = dy ⊙ w
+///     forward:  r[n] = 1 / √(mean(x[n]²) + ε),  x̂ = x · r,  y = (o + w) ⊙ x̂      x, y: [N, C], w: [C], o = weightOffset
+///     backward: dx̂ = dy ⊙ (o + w)
 ///               dx = r · (dx̂ − x̂ · mean(dx̂ ⊙ x̂))
 ///               dw += Σₙ dy ⊙ x̂                                             (trainable only)
 public final class RMSNorm {
     public let dimension: Int
     public let epsilon: Float
+    /// Added to the weight (Gemma stores w with y = (1 + w) ⊙ x̂); 0 for Llama.
+    public let weightOffset: Float
     public let weight: Parameter
     public let output = Tensor(shape: [0])
     public let inputGradient = Tensor(shape: [0])
@@ -18,10 +21,12 @@ public final class RMSNorm {
     public var activationBuffers: [Tensor] { [output, rstd] }
     public var gradientBuffers: [Tensor] { [inputGradient] }
 
-    public init(dimension: Int, epsilon: Float, trainable: Bool = false) {
+    /// The weight starts as the identity (o + w = 1).
+    public init(dimension: Int, epsilon: Float, trainable: Bool = false, weightOffset: Float = 0) {
         self.dimension = dimension
         self.epsilon = epsilon
-        weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 }), trainable: trainable)
+        self.weightOffset = weightOffset
+        weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 - weightOffset }), trainable: trainable)
     }
 
     public func forward(_ x: Tensor) -> Tensor {
@@ -30,7 +35,7 @@ public final class RMSNorm {
         let n = x.rowCount, c = dimension
         output.resize(x.shape)
         rstd.resize([n])
-        let w = weight.value.data, xs = x.data, ys = output.data, rs = rstd.data, eps = epsilon
+        let w = weight.value.data, xs = x.data, ys = output.data, rs = rstd.data, eps = epsilon, o = weightOffset
         parallelRows(n, rowLength: c) { rows in
             for row in rows {
                 let xr = xs + row * c, yr = ys + row * c
@@ -38,7 +43,7 @@ public final class RMSNorm {
                 for j in 0..<c { ss += xr[j] * xr[j] }
                 let r = 1 / (ss / Float(c) + eps).squareRoot()
                 rs[row] = r
-                for j in 0..<c { yr[j] = w[j] * (xr[j] * r) }
+                for j in 0..<c { yr[j] = (o + w[j]) * (xr[j] * r) }
             }
         }
         return output
@@ -49,15 +54,15 @@ public final class RMSNorm {
         precondition(dy.count == x.count, "RMSNorm backward: dy \(dy.shape) for input \(x.shape)")
         let n = x.rowCount, c = dimension
         inputGradient.resize(x.shape)
-        let w = weight.value.data, xs = x.data, dys = dy.data, dxs = inputGradient.data, rs = rstd.data
+        let w = weight.value.data, xs = x.data, dys = dy.data, dxs = inputGradient.data, rs = rstd.data, o = weightOffset
         parallelRows(n, rowLength: c) { rows in
             for row in rows {
                 let xr = xs + row * c, dyr = dys + row * c, dxr = dxs + row * c
                 let r = rs[row]
                 var dot: Float = 0   // Σ dx̂ ⊙ x̂
-                for j in 0..<c { dot += dyr[j] * w[j] * xr[j] * r }
+                for j in 0..<c { dot += dyr[j] * (o + w[j]) * xr[j] * r }
                 let meanDot = dot / Float(c)
-                for j in 0..<c { dxr[j] = r * (dyr[j] * w[j] - xr[j] * r * meanDot) }
+                for j in 0..<c { dxr[j] = r * (dyr[j] * (o + w[j]) - xr[j] * r * meanDot) }
             }
         }
         // The weight gradient sums over rows: one pass, in row order.

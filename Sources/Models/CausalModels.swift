@@ -3,13 +3,12 @@ import Formats
 import Tokenizers
 
 /// A causal language model ready to run on text: the model, its tokenizer and chat template,
-/// and — for the architectures that take adapters yet — its adaptable form.
+/// and its adaptable form (where adapters attach).
 public struct LoadedCausalLM {
     public let model: any CausalLanguageModel
     public let tokenizer: any Tokenizer
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
-    /// nil for an architecture that does not take LoRA adapters yet (Gemma 3).
-    public let adaptable: (any AdaptableModel)?
+    public let adaptable: any AdaptableModel
     /// `general.architecture` or the Hugging Face `model_type`.
     public let architecture: String
     /// The tokenizer's end-of-sequence token.
@@ -32,7 +31,7 @@ public enum CausalLanguageModels {
                 do { tokenizer = try ggufTokenizer(gguf) } catch { throw .file(url, error) }
                 return LoadedCausalLM(model: model, tokenizer: tokenizer,
                                       chatTemplate: Pretrained.parseTemplate(gguf.metadata["tokenizer.chat_template"]?.string),
-                                      adaptable: nil, architecture: "gemma3")
+                                      adaptable: model, architecture: "gemma3")
             }
         }
         let pretrained = try Pretrained.load(url, frozen: frozen)

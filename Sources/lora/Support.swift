@@ -21,8 +21,7 @@ struct ModelOption: ParsableArguments {
     }
 
     /// A causal language model of any supported architecture (Llama, Gemma 3), for the commands
-    /// that score and generate; `adapters` are loaded into it (refused for an architecture that
-    /// takes none yet).
+    /// that score and generate, with `adapters` loaded (and merged, with --merge).
     func loadCausalLM(precision: FrozenPrecision = .fp32, adapters: AdapterOptions) throws -> LoadedCausalLM {
         let location = try ModelStore().resolve(model) { note($0) }
         let start = Date()
@@ -34,13 +33,8 @@ struct ModelOption: ParsableArguments {
             throw CommandError("this command needs a causal language model (Llama or Gemma 3, such as smollm2-135m-instruct); \(model) is a BERT-family encoder")
         }
         note(String(format: "loaded %@ (%@) in %.2f s", location.url.lastPathComponent, lm.architecture, Date().timeIntervalSince(start)))
-        if !adapters.adapters.isEmpty {
-            guard let adaptable = lm.adaptable else {
-                throw CommandError("\(lm.architecture) models take no LoRA adapters yet (they arrive with the model core); run it without --adapter")
-            }
-            try adapters.apply(to: adaptable)
-        }
-        lm.adaptable?.setTraining(false)
+        try adapters.apply(to: lm.adaptable)
+        lm.adaptable.setTraining(false)
         return lm
     }
 

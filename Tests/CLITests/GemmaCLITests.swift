@@ -31,7 +31,24 @@ struct GemmaCLITests {
         let generated = try CLITests.lora(["generate", "--model", "gemma-3-270m", "--prompt", greedy.prompt, "--max-tokens", "24", "--json"])
         #expect(generated.status == 0, "\(generated.stderr)")
         #expect(try generated.json()["ids"] as? [Int] == greedy.generated_ids)
-        let adapter = try CLITests.lora(["score", "--model", "gemma-3-270m", "--adapter", fixturesDirectory.path, "--text", "x"])
-        #expect(adapter.status != 0 && adapter.stderr.contains("take no LoRA adapters yet"), "\(adapter.stderr)")
+        // A PEFT-made Gemma 3 adapter (Scripts/reference/make_gemma3_adapter_fixture.py), unmerged and merged.
+        struct Expected: Decodable {
+            struct Input: Decodable { let text: String; let ids: [Int] }
+            let inputs: [Input]; let adapted: [[Double]]; let merged: [[Double]]
+        }
+        let adapter = fixturesDirectory.appendingPathComponent("adapters/gemma3-qvd")
+        let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: adapter.appendingPathComponent("expected.json")))
+        for (i, input) in expected.inputs.enumerated() {
+            for (merge, reference) in [(false, expected.adapted[i]), (true, expected.merged[i])] {
+                let run = try CLITests.lora(["score", "--model", "gemma-3-270m", "--adapter", adapter.path, "--text", input.text, "--json"]
+                                            + (merge ? ["--merge"] : []))
+                #expect(run.status == 0, "\(run.stderr)")
+                let lp = try #require(try run.json()["logprobs"] as? [Double])
+                let e = zip(lp, reference).map { abs($0 - $1) }.max() ?? .infinity
+                print("lora score on Gemma 3 with a PEFT adapter\(merge ? ", merged" : ""): max |Δ log p| vs PEFT \(e)")
+                #expect(try run.json()["ids"] as? [Int] == input.ids)
+                #expect(lp.count == reference.count && e <= 1e-3)
+            }
+        }
     }
 }

@@ -56,8 +56,10 @@ struct GradientCheckTests {
         #expect(e < Self.tolerance)
     }
 
-    @Test func rmsNorm() {
-        let layer = RMSNorm(dimension: 6, epsilon: 1e-5, trainable: true)
+    /// Offset 0 (Llama) and 1 (Gemma's y = (1 + w) ⊙ x̂).
+    @Test(arguments: [Float(0), 1])
+    func rmsNorm(offset: Float) {
+        let layer = RMSNorm(dimension: 6, epsilon: 1e-5, trainable: true, weightOffset: offset)
         layer.weight.value.copy(from: randomTensor([6], seed: 10))
         let x = randomTensor([3, 6], seed: 11), w = randomTensor([3, 6], seed: 12)
         _ = layer.forward(x)
@@ -65,8 +67,14 @@ struct GradientCheckTests {
         let loss = { weightedSum(layer.forward(x), w) }
         let ex = finiteDifferenceError(of: x, analytic: dx, epsilon: 1e-3, loss: loss)
         let ew = finiteDifferenceError(of: layer.weight.value, analytic: layer.weight.grad!, epsilon: 1e-3, loss: loss)
-        print("RMSNorm dx, dw: \(ex), \(ew)")
+        print("RMSNorm (offset \(offset)) dx, dw: \(ex), \(ew)")
         #expect(ex < Self.tolerance && ew < Self.tolerance)
+        // The offset is added to the weight: (o + w) ⊙ x̂.
+        let y = layer.forward(x)
+        var r: Float = 0
+        for j in 0..<6 { r += x[j] * x[j] }
+        r = 1 / (r / 6 + 1e-5).squareRoot()
+        #expect(abs(y[0] - (offset + layer.weight.value[0]) * x[0] * r) < 1e-6)
     }
 
     @Test func layerNorm() {

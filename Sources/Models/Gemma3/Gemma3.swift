@@ -85,8 +85,8 @@ public final class Gemma3Attention {
         kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: false)
         vProj = LoRALinear(name: prefix + "v_proj", inFeatures: c, outFeatures: kv, bias: false)
         oProj = LoRALinear(name: prefix + "o_proj", inFeatures: q, outFeatures: c, bias: false)
-        qNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps)
-        kNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps)
+        qNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps, weightOffset: 1)
+        kNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps, weightOffset: 1)
         let sliding = cfg.isSliding(layer)
         rope = RotaryEmbedding(headDimension: cfg.headDim, base: sliding ? cfg.ropeLocalTheta : cfg.ropeTheta)
         attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numKeyValueHeads, headDimension: cfg.headDim,
@@ -159,8 +159,8 @@ public final class Gemma3MLP {
 ///     h   = x + post_attn_norm(attn(input_norm(x)))
 ///     out = h + post_ffw_norm(mlp(pre_ffw_norm(h)))
 ///
-/// The norms' weights are stored as the GGUF has them, 1 + transformers' weight (Gemma's
-/// RMSNorm multiplies by 1 + w), so each is a plain RMSNorm here.
+/// Gemma's RMSNorm multiplies by 1 + w: the weights are transformers' (the GGUF stores 1 + w,
+/// so loading subtracts 1, as transformers' GGUF loader does).
 public final class Gemma3DecoderLayer {
     public let inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm: RMSNorm
     public let selfAttn: Gemma3Attention
@@ -170,7 +170,7 @@ public final class Gemma3DecoderLayer {
 
     init(_ cfg: Gemma3Configuration, index: Int) {
         let prefix = "model.layers.\(index)."
-        func norm() -> RMSNorm { RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps) }
+        func norm() -> RMSNorm { RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps, weightOffset: 1) }
         inputLayernorm = norm()
         postAttentionLayernorm = norm()
         preFeedforwardLayernorm = norm()
@@ -186,16 +186,20 @@ public final class Gemma3DecoderLayer {
         return output
     }
 
-    /// GGUF name (`blk.N.…`) → this block's parameter.
-    func ggufParameters(_ index: Int) -> [(name: String, parameter: Parameter)] {
-        let p = "blk.\(index)."
-        return [(p + "attn_norm.weight", inputLayernorm.weight), (p + "post_attention_norm.weight", postAttentionLayernorm.weight),
-                (p + "ffn_norm.weight", preFeedforwardLayernorm.weight), (p + "post_ffw_norm.weight", postFeedforwardLayernorm.weight),
-                (p + "attn_q_norm.weight", selfAttn.qNorm.weight), (p + "attn_k_norm.weight", selfAttn.kNorm.weight),
-                (p + "attn_q.weight", selfAttn.qProj.base.weight), (p + "attn_k.weight", selfAttn.kProj.base.weight),
-                (p + "attn_v.weight", selfAttn.vProj.base.weight), (p + "attn_output.weight", selfAttn.oProj.base.weight),
-                (p + "ffn_gate.weight", mlp.gateProj.base.weight), (p + "ffn_up.weight", mlp.upProj.base.weight),
-                (p + "ffn_down.weight", mlp.downProj.base.weight)]
+    /// This block's parameters: (Hugging Face name, GGUF name, parameter).
+    func parameters(_ index: Int) -> [(hf: String, gguf: String, parameter: Parameter)] {
+        let h = "model.layers.\(index).", g = "blk.\(index)."
+        let norms: [(String, String, Parameter)] = [
+            ("input_layernorm", "attn_norm", inputLayernorm.weight), ("post_attention_layernorm", "post_attention_norm", postAttentionLayernorm.weight),
+            ("pre_feedforward_layernorm", "ffn_norm", preFeedforwardLayernorm.weight),
+            ("post_feedforward_layernorm", "post_ffw_norm", postFeedforwardLayernorm.weight),
+            ("self_attn.q_norm", "attn_q_norm", selfAttn.qNorm.weight), ("self_attn.k_norm", "attn_k_norm", selfAttn.kNorm.weight),
+        ]
+        let linear: [(LoRALinear, String)] = [(selfAttn.qProj, "attn_q"), (selfAttn.kProj, "attn_k"), (selfAttn.vProj, "attn_v"),
+                                              (selfAttn.oProj, "attn_output"), (mlp.gateProj, "ffn_gate"), (mlp.upProj, "ffn_up"),
+                                              (mlp.downProj, "ffn_down")]
+        return norms.map { (h + $0.0 + ".weight", g + $0.1 + ".weight", $0.2) }
+            + linear.map { ($0.0.name + ".weight", g + $0.1 + ".weight", $0.0.base.weight) }
     }
 }
 
@@ -203,7 +207,8 @@ public final class Gemma3DecoderLayer {
 ///
 /// The forward pass (batched, and cached for generation), checked against transformers on the
 /// same GGUF; training and adapters arrive when the architecture plugs into the model core.
-public final class Gemma3ForCausalLM: CausalLanguageModel {
+public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
+    public let adapterRegistry = AdapterRegistry()
     public let config: Gemma3Configuration
     public let embedTokens: Embedding
     public let layers: [Gemma3DecoderLayer]
@@ -217,14 +222,23 @@ public final class Gemma3ForCausalLM: CausalLanguageModel {
         self.config = config
         embedTokens = Embedding(count: config.vocabSize, dimension: config.hiddenSize)
         layers = (0..<config.numHiddenLayers).map { Gemma3DecoderLayer(config, index: $0) }
-        norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps)
+        norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps, weightOffset: 1)
     }
 
-    /// Every parameter by its GGUF name. The LM head is the embedding (tied; no `output.weight`).
-    public var ggufParameters: [(name: String, parameter: Parameter)] {
-        [("token_embd.weight", embedTokens.weight)] + layers.enumerated().flatMap { $0.element.ggufParameters($0.offset) }
-            + [("output_norm.weight", norm.weight)]
+    /// Every parameter by its Hugging Face and GGUF names. The LM head is the embedding (tied).
+    var parameterNames: [(hf: String, gguf: String, parameter: Parameter)] {
+        [("model.embed_tokens.weight", "token_embd.weight", embedTokens.weight)]
+            + layers.enumerated().flatMap { $0.element.parameters($0.offset) }
+            + [("model.norm.weight", "output_norm.weight", norm.weight)]
     }
+
+    public var namedParameters: [(name: String, parameter: Parameter)] { parameterNames.map { ($0.hf, $0.parameter) } }
+    public var ggufParameters: [(name: String, parameter: Parameter)] { parameterNames.map { ($0.gguf, $0.parameter) } }
+    public var linearModules: [LoRALinear] { layers.flatMap { $0.selfAttn.linearModules + $0.mlp.linearModules } }
+    /// Every linear module of the blocks (PEFT excludes the output layer).
+    public func allLinearModulePaths(taskType: String?) -> Set<String> { Set(linearModules.map(\.name)) }
+    /// A tied checkpoint may carry a copy of the head.
+    public var ignorableWeightNames: Set<String> { ["lm_head.weight"] }
 
     /// Loads a gemma3 GGUF: every tensor must be there with its shape, and nothing else (an
     /// `output.weight` copy of the tied head is allowed); tensors are dequantised to fp32.
@@ -246,6 +260,8 @@ public final class Gemma3ForCausalLM: CausalLanguageModel {
         }
         for (name, p) in expected {
             do { p.value.copy(from: try gguf.tensor(name)) } catch { throw .invalidFile(path: path, reason: "\(error)") }
+            // The GGUF folds Gemma's 1 + w into its norm weights; the model adds the 1 itself.
+            if name.hasSuffix("norm.weight") { for i in 0..<p.value.count { p.value[i] -= 1 } }
         }
         return model
     }
