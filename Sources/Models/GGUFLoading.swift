@@ -64,7 +64,11 @@ extension ModelLoader {
     public static func loadGGUF(_ gguf: GGUFFile, url: URL, frozen: FrozenPrecision = .fp32) throws(ModelError) -> (PretrainedModel, LoadReport) {
         let architecture = gguf.metadata["general.architecture"]?.string ?? "(none)"
         guard architecture == "llama" else {
-            throw .unsupportedArchitecture("general.architecture '\(architecture)' in \(url.path) (supported: llama)")
+            if architecture == "gemma3" {
+                throw .unsupportedArchitecture("general.architecture 'gemma3' in \(url.path): Gemma 3 runs in lora tokenize, score and generate "
+                    + "(with adapters); train, eval, merge, convert, inspect and bench do not take it yet")
+            }
+            throw .unsupportedArchitecture("general.architecture '\(architecture)' in \(url.path) (supported: llama, and gemma3 in tokenize, score and generate)")
         }
         let config = try llamaConfiguration(gguf, path: url.path)
         // Tensor sizes are bounded by the file (GGUFFile checked them), so this sum cannot overflow.
