@@ -53,7 +53,7 @@ public enum DataError: Error, Equatable, CustomStringConvertible {
         case let .empty(file): "\(file): no examples (the file is empty or has only blank lines)"
         case let .unknownLabel(file, line, label): "\(file):\(line): label \"\(label)\" is not one of the training labels"
         case let .noChatTemplate(file, line):
-            "\(file):\(line): a \"messages\" example needs the model's chat template, and the model has none this package can render (supported: ChatML)"
+            "\(file):\(line): a \"messages\" example needs the model's chat template, and the model has none this package can render (supported: ChatML, Llama-3, Gemma, Mistral)"
         case let .tooFewLabels(file, labels):
             "\(file): classification needs at least two distinct labels; the file has \(labels.isEmpty ? "none" : labels.map { "\"\($0)\"" }.joined(separator: ", "))"
         case let .noTrainableExamples(file, maxSequenceLength):
@@ -419,6 +419,7 @@ public enum Dataset {
             case .chat:
                 guard let template = chatTemplate else { throw .noChatTemplate(file: file, line: line) }
                 let messages = try Self.messages(object, file: file, line: line)
+                do { try template.validate(messages) } catch { throw .malformed(file: file, line: line, reason: error.description) }
                 // Adjacent segments with the same mark are tokenised together, so the prompt part
                 // up to each assistant turn has exactly the ids generation gives the rendered
                 // prompt (with its generation header), and the assistant text those it generates.

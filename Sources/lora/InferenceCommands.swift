@@ -33,7 +33,7 @@ struct Inspect: ParsableCommand {
         for (_, type) in pretrained.report.storedTypes { types[type, default: 0] += 1 }
         let parameters = pretrained.model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.count }
         let template: String = switch pretrained.chatTemplate {
-        case .success(.chatML(let system)): system == nil ? "ChatML" : "ChatML with a default system prompt"
+        case .success(let template): template.description
         case .failure(let error): error.description
         }
         let report = Report(source: pretrained.report.source, architecture: pretrained.model.architecture,
@@ -126,16 +126,20 @@ struct Generate: ParsableCommand {
         try adapterOptions.apply(to: llm)
         llm.setTraining(false)
         var text = prompt
+        var stopTokens = pretrained.stopTokens
         if chat {
             let template = try pretrained.chatTemplate.get()
             text = template.render([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true)
+            // The turn ends at the template's end-of-turn token, which need not be the EOS (Gemma).
+            if let id = pretrained.tokenizer.id(of: template.endOfTurn) { stopTokens.insert(id) }
         }
-        let promptIds = pretrained.tokenizer.encode(text, addSpecialTokens: true)
+        // As `apply_chat_template(tokenize=True)`: the rendered template brings its own BOS.
+        let promptIds = pretrained.tokenizer.encode(text, addSpecialTokens: !chat)
         var sampler = Sampler(temperature: temperature, topK: topK, topP: topP, seed: seed)
         let start = Date()
         var firstToken: Date?
         var soFar: [Int] = [], shown = ""
-        let ids = try llm.generate(prompt: promptIds, maxTokens: maxTokens, sampler: &sampler, stopTokens: pretrained.stopTokens) { id in
+        let ids = try llm.generate(prompt: promptIds, maxTokens: maxTokens, sampler: &sampler, stopTokens: stopTokens) { id in
             if firstToken == nil { firstToken = Date() }
             guard !json else { return }
             // Stream the text: print what the new token adds, once it decodes to whole characters.
