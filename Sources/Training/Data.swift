@@ -433,6 +433,7 @@ public enum Dataset {
             case .chat:
                 guard let template = chatTemplate else { throw .noChatTemplate(file: file, line: line) }
                 let messages = try Self.messages(object, file: file, line: line)
+                do { try template.validate(messages) } catch { throw .malformed(file: file, line: line, reason: error.description) }
                 // Adjacent segments with the same mark are tokenised together, so the prompt part
                 // up to each assistant turn has exactly the ids generation gives the rendered
                 // prompt (with its generation header), and the assistant text those it generates.

@@ -63,7 +63,7 @@ struct Inspect: ParsableCommand {
         for (_, type) in pretrained.report.storedTypes { types[type, default: 0] += 1 }
         let parameters = pretrained.model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.count }
         let template: String = switch pretrained.chatTemplate {
-        case .success(.chatML(let system)): system == nil ? "ChatML" : "ChatML with a default system prompt"
+        case .success(let template): template.description
         case .failure(let error): error.description
         }
         let moduleList = Self.moduleList(pretrained.model.adaptable)
@@ -248,11 +248,15 @@ struct Generate: ParsableCommand {
         var stopTokens = pretrained.stopTokens
         if isChat {
             let template = try chatTemplate.map { try lora.chatTemplate(file: $0) } ?? pretrained.chatTemplate.get()
-            text = template.render(try conversation(), addGenerationPrompt: true)
+            let turns = try conversation()
+            do { try template.validate(turns) } catch { throw CommandError("the conversation does not fit the \(template.family) chat template: \(error.description)") }
+            text = template.render(turns, addGenerationPrompt: true)
+            // The turn ends at the template's end-of-turn token, which need not be the EOS (Gemma).
             if let id = pretrained.tokenizer.id(of: template.endOfTurn) { stopTokens.insert(id) }
         }
         if showPrompt { note("prompt:\n" + text) }
-        let promptIds = pretrained.tokenizer.encode(text, addSpecialTokens: true)
+        // As `apply_chat_template(tokenize=True)`: a rendered template brings its own BOS.
+        let promptIds = pretrained.tokenizer.encode(text, addSpecialTokens: !isChat)
         var sampler = Sampler(temperature: temperature, topK: topK, topP: topP, seed: seed)
         let start = Date()
         var firstToken: Date?

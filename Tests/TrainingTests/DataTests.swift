@@ -294,6 +294,19 @@ struct DataErrorTests {
         }
     }
 
+    /// A conversation the model's template refuses (Gemma: roles must alternate) is an error
+    /// naming the line, with the template's own message.
+    @Test func conversationsTheTemplateRefusesAreErrors() throws {
+        let (tokenizer, _) = try Real.smolLM2.get()
+        let text = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}]}\n"
+            + "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}, {\"role\": \"assistant\", \"content\": \"c\"}]}\n"
+        let url = try temporaryFile(text)
+        #expect(throws: DataError.malformed(file: url.path, line: 2, reason: ChatTemplateError.invalidConversation(
+            "Conversation roles must alternate user/assistant/user/assistant/...").description)) {
+            try Dataset.load(url, task: .causalLM, tokenizer: tokenizer, chatTemplate: .gemma3, maxSequenceLength: 64, labelMap: nil)
+        }
+    }
+
     @Test func crlfAndTrailingLinesAreFine() throws {
         let (_, result) = try load("{\"text\": \"a\"}\r\n\r\n{\"text\": \"b\"}")
         #expect(result == .success(2))

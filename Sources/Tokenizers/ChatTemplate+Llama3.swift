@@ -1,0 +1,192 @@
+/// The Llama-3 templates: turns `<|start_header_id|>{role}<|end_header_id|>\n\n{content|trim}<|eot_id|>`
+/// after `<|begin_of_text|>` (the bos_token of every Llama-3 tokenizer).
+enum Llama3Template {
+    static let bos = "<|begin_of_text|>"
+    static let eot = "<|eot_id|>"
+
+    /// meta-llama/Meta-Llama-3-8B-Instruct, tokenizer_config.json (the current revision).
+    static let source = #"""
+{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}
+"""#
+
+    /// Meta-Llama-3-8B-Instruct as released (and in many GGUF files): the assistant header is
+    /// appended whether or not a generation prompt is asked for. Quoted in llama.cpp's
+    /// tests/test-chat-template.cpp.
+    static let releasedSource = #"""
+{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>
+
+'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{{ '<|start_header_id|>assistant<|end_header_id|>
+
+' }}
+"""#
+
+    /// llama.cpp's models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja, byte for byte the
+    /// Llama-3.3-70B-Instruct one. Without tools (`tools`, `custom_tools`, `builtin_tools`
+    /// undefined or none) and `date_string`, it renders: the system header with the cutoff, the
+    /// fixed date and a leading system turn's text (trimmed); then each turn, `tool` and `ipython`
+    /// turns as `ipython` turns whose content is written `| tojson` (a string is iterable).
+    static let llama31Source = #"""
+{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{%- if builtin_tools is defined %}
+    {{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "\n\n"}}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {%- if builtin_tools is defined and tool_call.name in builtin_tools %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+            {{- "<|python_tag|>" + tool_call.name + ".call(" }}
+            {%- for arg_name, arg_val in tool_call.arguments | items %}
+                {{- arg_name + '="' + arg_val + '"' }}
+                {%- if not loop.last %}
+                    {{- ", " }}
+                {%- endif %}
+                {%- endfor %}
+            {{- ")" }}
+        {%- else  %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+            {{- '{"name": "' + tool_call.name + '", ' }}
+            {{- '"parameters": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- "}" }}
+        {%- endif %}
+        {%- if builtin_tools is defined %}
+            {#- This means we're in ipython mode #}
+            {{- "<|eom_id|>" }}
+        {%- else %}
+            {{- "<|eot_id|>" }}
+        {%- endif %}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+
+"""#
+
+    static func header(_ role: String) -> String { "<|start_header_id|>\(role)<|end_header_id|>\n\n" }
+
+    static func segments(_ messages: [ChatMessage], alwaysPromptsAssistant: Bool) -> [(text: String, trainable: Bool)] {
+        var out: [(text: String, trainable: Bool)] = []
+        for (i, m) in messages.enumerated() {
+            out.append(((i == 0 ? bos : "") + header(m.role), false))
+            out.append((ChatTemplate.trim(m.content) + eot, m.role == "assistant"))
+        }
+        if alwaysPromptsAssistant { out.append((header("assistant"), false)) }
+        return out
+    }
+
+    static func llama31Segments(_ messages: [ChatMessage]) -> [(text: String, trainable: Bool)] {
+        var turns = messages[...]
+        var system = ""
+        if let first = turns.first, first.role == "system" {
+            system = ChatTemplate.trim(first.content)
+            turns = turns.dropFirst()
+        }
+        var out: [(text: String, trainable: Bool)] = [
+            (bos + header("system") + "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" + system + eot, false),
+        ]
+        for m in turns {
+            if m.role == "tool" || m.role == "ipython" {
+                out.append((header("ipython") + json(m.content) + eot, false))
+            } else {
+                out.append((header(m.role), false))
+                out.append((ChatTemplate.trim(m.content) + eot, m.role == "assistant"))
+            }
+        }
+        return out
+    }
+
+    /// transformers' `tojson` filter on a string: `json.dumps(text, ensure_ascii=False)`.
+    static func json(_ text: String) -> String {
+        var out = "\""
+        for u in text.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            case _ where u.value < 0x20: out += (u.value < 0x10 ? "\\u000" : "\\u00") + String(u.value, radix: 16)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
