@@ -416,6 +416,31 @@ struct NewUserTests {
         let code = try work.write("code.jinja", "{{ cycler.__init__.__globals__.os.popen('id').read() }}")
         let refused = try CLITests.lora(["generate", "--model", work.model.path, "--chat-template", code.path, "--prompt", "hi"])
         #expect(refused.status != 0 && refused.stderr.contains("unsupported chat template"), "\(refused.stderr)")
+        // The Llama-3, Gemma and Mistral templates through the CLI, against transformers' rendering
+        // of the same source (Tests/Fixtures/chat-templates, first case: one user turn, generation prompt).
+        struct Family: Decodable {
+            struct Template: Decodable {
+                /// `expected` is absent where the template refuses the conversation.
+                struct Case: Decodable { let messages: [[String: String]]; let add_generation_prompt: Bool; let expected: String? }
+                let name: String; let source: String; let cases: [Case]
+            }
+            let templates: [Template]
+        }
+        var checked: [String] = []
+        for family in ["llama-3", "gemma", "mistral"] {
+            let fixture = try JSONDecoder().decode(Family.self, from: Data(contentsOf: fixturesDirectory.appendingPathComponent("chat-templates/\(family).json")))
+            for template in fixture.templates {
+                guard let c = template.cases.first(where: { $0.add_generation_prompt && $0.messages.count == 1 && $0.messages[0]["role"] == "user" }),
+                      let content = c.messages[0]["content"], let expected = c.expected else { continue }
+                let file = try work.write("\(family).jinja", template.source)
+                let run = try CLITests.lora(["generate", "--model", work.model.path, "--chat-template", file.path, "--prompt", content,
+                                             "--max-tokens", "1", "--show-prompt"])
+                #expect(run.status == 0 && run.stderr.contains("prompt:\n" + expected), "\(template.name): \(run.stderr)")
+                checked.append(template.name)
+            }
+        }
+        print("generate --chat-template rendered as transformers does for \(checked.count) templates: \(checked)")
+        #expect(checked.count >= 6)
         let topK = try CLITests.lora(["generate", "--model", work.model.path, "--prompt", "x", "--max-tokens", "2", "--top-k", "5"])
         #expect(topK.status == 0 && topK.stderr.contains("only apply when sampling"))
     }
