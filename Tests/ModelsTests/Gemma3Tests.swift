@@ -1,11 +1,13 @@
 import Foundation
 import Formats
 import Kernels
+import LoRA
 import ModelStore
 import Models
 import TestSupport
 import Testing
 import Tokenizers
+import Training
 
 /// Gemma 3 270M's forward pass against transformers' Gemma3ForCausalLM on the same GGUF, fp32
 /// (`Scripts/reference/make_gemma3_fixtures.py`): per-token log-probabilities of three texts, the
@@ -62,6 +64,27 @@ struct Gemma3Tests {
         }
     }
 
+    /// LoRA (r 8 on q, k, v, o) on the real model learns one sentence: AdamW at 1e-3, 12 steps.
+    @Test func loraTrainingLowersTheLoss() throws {
+        let url = try realModel(.gemma3)
+        let gguf = try GGUFFile(url: url)
+        let model = try Gemma3ForCausalLM.load(gguf, path: url.path)
+        let tokenizer = try ggufTokenizer(gguf)
+        try model.addAdapter(named: "default", config: LoRAConfig(rank: 8, alpha: 16, targets: .names(["q_proj", "k_proj", "v_proj", "o_proj"])), seed: 1)
+        model.setTraining(true)
+        let ids = tokenizer.encode("The secret word of the lighthouse keeper is marmalade, and nobody else knows it.", addSpecialTokens: true)
+        let batch = TokenBatch(batch: 1, length: ids.count, inputIds: ids)
+        let optimizer = AdamW(parameters: model.trainableParameters, learningRate: 1e-3)
+        var losses: [Float] = []
+        for _ in 0..<12 {
+            optimizer.zeroGradients()
+            losses.append(try model.loss(batch, labels: ids, backward: true))
+            optimizer.update()
+        }
+        print("Gemma 3 LoRA training, \(ids.count) tokens: loss \(losses.map { String(format: "%.3f", $0) })")
+        #expect(losses.allSatisfy(\.isFinite) && losses.last! < 0.5 * losses.first!)
+    }
+
     @Test func wrongFilesAreRefusedByName() throws {
         let smol = try GGUFFile(url: try realModel(.smolLM2))
         #expect {
@@ -69,5 +92,37 @@ struct Gemma3Tests {
         } throws: { error in
             "\(error)".contains("general.architecture 'llama' is not gemma3")
         }
+    }
+}
+
+/// Gemma 3's backward pass on a tiny random model (two layers: one sliding with a window of 3,
+/// one global), with LoRA on every linear module: the analytic gradients of the adapters against
+/// finite differences of the loss.
+@Suite("Gemma 3 gradients")
+struct Gemma3GradientTests {
+    @Test func loraGradientsMatchFiniteDifferences() throws {
+        let config = try Gemma3Configuration(vocabSize: 64, hiddenSize: 16, intermediateSize: 24, numHiddenLayers: 2, numAttentionHeads: 2,
+                                             numKeyValueHeads: 1, headDim: 8, slidingWindow: 3, slidingWindowPattern: 2)
+        let model = Gemma3ForCausalLM(config)
+        for (i, (name, p)) in model.namedParameters.enumerated() {
+            p.value.copy(from: randomTensor(p.shape, seed: UInt64(100 + i), scale: name.contains("norm") ? 0.2 : 0.3))
+        }
+        #expect(config.isSliding(0) && !config.isSliding(1))
+        try model.addAdapter(named: "default", config: LoRAConfig(rank: 2, alpha: 4, targets: .allLinear), seed: 7)
+        for (_, p) in model.adapterParameters(named: "default") { p.value.copy(from: randomTensor(p.shape, seed: UInt64(p.count), scale: 0.3)) }
+        model.setTraining(false)
+        let ids = (0..<12).map { ($0 * 7 + 3) % 64 }
+        let batch = TokenBatch(batch: 2, length: 6, inputIds: ids, attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+        let labels = ids.enumerated().map { $0.offset == 11 ? -100 : $0.element }
+        _ = try model.loss(batch, labels: labels, backward: true)
+        let loss = { Double((try? model.loss(batch, labels: labels, backward: false)) ?? .nan) }
+        var errors: [String: Double] = [:]
+        for (name, p) in model.adapterParameters(named: "default") where name.contains("layers.0.self_attn.q_proj") || name.contains("layers.1.self_attn.k_proj")
+            || name.contains("layers.1.mlp.down_proj") || name.contains("layers.0.self_attn.o_proj") {
+            let analytic = try #require(p.grad).clone()
+            errors[name] = finiteDifferenceError(of: p.value, analytic: analytic, epsilon: 1e-2, loss: loss)
+        }
+        print("Gemma 3 LoRA gradients vs finite differences: \(errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" })")
+        #expect(errors.count == 8 && errors.values.allSatisfy { $0 < 1e-2 })
     }
 }

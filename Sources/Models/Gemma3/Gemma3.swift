@@ -28,6 +28,30 @@ public struct Gemma3Configuration: Sendable, Equatable {
 
     public func isSliding(_ layer: Int) -> Bool { (layer + 1) % slidingWindowPattern != 0 }
 
+    /// A configuration given directly (tests build tiny random Gemmas this way).
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
+                numKeyValueHeads: Int, headDim: Int, slidingWindow: Int, slidingWindowPattern: Int = 6, rmsNormEps: Float = 1e-6,
+                ropeTheta: Float = 1_000_000, ropeLocalTheta: Float = 10_000, maxPositionEmbeddings: Int = 32_768) throws(ModelError) {
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads
+        self.headDim = headDim
+        self.slidingWindow = slidingWindow
+        self.slidingWindowPattern = slidingWindowPattern
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.ropeLocalTheta = ropeLocalTheta
+        self.queryPreAttnScalar = Float(headDim)
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0, headDim % 2 == 0, slidingWindow > 0, slidingWindowPattern > 0 else {
+            throw .invalidConfiguration("gemma3: heads must be a multiple of key/value heads, the head dimension even, the window positive")
+        }
+        try checkParameterCount(matrixShapes)
+    }
+
     /// From the metadata of a GGUF whose `general.architecture` is gemma3.
     public init(gguf: GGUFFile, path: String) throws(ModelError) {
         func value(_ key: String) -> GGUFValue? { gguf.metadata["gemma3." + key] }
@@ -97,6 +121,10 @@ public final class Gemma3Attention {
         window = sliding ? cfg.slidingWindow : nil
     }
 
+    let contextGradient = Tensor(shape: [0])
+    let inputGradient = Tensor(shape: [0])
+    private var positions: [Int] = []
+
     /// RMSNorm over each head's D values of `x` [N, heads·D]; a new [N, heads·D] tensor.
     private func perHead(_ norm: RMSNorm, _ x: Tensor, heads: Int) -> Tensor {
         let n = x.rowCount
@@ -105,6 +133,19 @@ public final class Gemma3Attention {
         x.reshape([n, heads * headDim])
         y.reshape([n, heads * headDim])
         return y
+    }
+
+    /// The per-head norm's backward: dy [N, heads·D] → dx [N, heads·D]. `input` is the tensor
+    /// the norm saw (the projection's output), viewed per head for the call.
+    private func perHeadBackward(_ norm: RMSNorm, _ dy: Tensor, input: Tensor, heads: Int) -> Tensor {
+        let n = input.rowCount
+        input.reshape([n * heads, headDim])
+        dy.reshape([n * heads, headDim])
+        let dx = norm.backward(dy).clone()
+        input.reshape([n, heads * headDim])
+        dy.reshape([n, heads * headDim])
+        dx.reshape([n, heads * headDim])
+        return dx
     }
 
     /// q and k normalised per head and rotated, and v.
@@ -117,6 +158,7 @@ public final class Gemma3Attention {
     }
 
     func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
+        self.positions = positions
         let (q, k, v) = projections(x, positions: positions)
         let mask = AttentionMask(causal: true, keyPadding: padding, slidingWindow: window)
         return oProj.forward(attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask))
@@ -134,6 +176,22 @@ public final class Gemma3Attention {
         return oProj.forward(cache.context)
     }
 
+    /// dOut [N, C] → dx [N, C]: oProj, attention, RoPE⁻¹, the per-head norms, then q/k/v.
+    func backward(_ dOut: Tensor) -> Tensor {
+        contextGradient.resize(attention.output.shape)
+        oProj.backward(dOut, dx: contextGradient)
+        let (dq, dk, dv) = attention.backward(contextGradient)
+        rope.apply(dq, positions: positions, inverse: true)
+        rope.apply(dk, positions: positions, inverse: true)
+        let dqRaw = perHeadBackward(qNorm, dq, input: qProj.output, heads: heads)
+        let dkRaw = perHeadBackward(kNorm, dk, input: kProj.output, heads: kvHeads)
+        inputGradient.resize(dOut.shape.replacingLast(with: qProj.inFeatures))
+        qProj.backward(dqRaw, dx: inputGradient)
+        kProj.backward(dkRaw, dx: inputGradient, accumulate: true)
+        vProj.backward(dv, dx: inputGradient, accumulate: true)
+        return inputGradient
+    }
+
     var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
 }
 
@@ -149,7 +207,20 @@ public final class Gemma3MLP {
         downProj = LoRALinear(name: prefix + "down_proj", inFeatures: i, outFeatures: c, bias: false)
     }
 
+    let hiddenGradient = Tensor(shape: [0])
+    let inputGradient = Tensor(shape: [0])
+
     func forward(_ x: Tensor) -> Tensor { downProj.forward(activation.forward(gate: gateProj.forward(x), up: upProj.forward(x))) }
+
+    func backward(_ dOut: Tensor) -> Tensor {
+        hiddenGradient.resize(activation.output.shape)
+        downProj.backward(dOut, dx: hiddenGradient)
+        let (dGate, dUp) = activation.backward(hiddenGradient)
+        inputGradient.resize(dOut.shape)
+        gateProj.backward(dGate, dx: inputGradient)
+        upProj.backward(dUp, dx: inputGradient, accumulate: true)
+        return inputGradient
+    }
 
     var linearModules: [LoRALinear] { [gateProj, upProj, downProj] }
 }
@@ -167,6 +238,8 @@ public final class Gemma3DecoderLayer {
     public let mlp: Gemma3MLP
     let hidden = Tensor(shape: [0])
     let output = Tensor(shape: [0])
+    let hiddenGradient = Tensor(shape: [0])
+    let inputGradient = Tensor(shape: [0])
 
     init(_ cfg: Gemma3Configuration, index: Int) {
         let prefix = "model.layers.\(index)."
@@ -184,6 +257,17 @@ public final class Gemma3DecoderLayer {
         add(x, postAttentionLayernorm.forward(attend(inputLayernorm.forward(x))), into: hidden)
         add(hidden, postFeedforwardLayernorm.forward(mlp.forward(preFeedforwardLayernorm.forward(hidden))), into: output)
         return output
+    }
+
+    /// dh = dOut + pre_ffw′(mlp′(post_ffw′(dOut))),  dx = dh + input_norm′(attn′(post_attn′(dh))).
+    func backward(_ dOut: Tensor) -> Tensor {
+        hiddenGradient.resize(dOut.shape)
+        hiddenGradient.copy(from: dOut)
+        addInPlace(hiddenGradient, preFeedforwardLayernorm.backward(mlp.backward(postFeedforwardLayernorm.backward(dOut))))
+        inputGradient.resize(dOut.shape)
+        inputGradient.copy(from: hiddenGradient)
+        addInPlace(inputGradient, inputLayernorm.backward(selfAttn.backward(postAttentionLayernorm.backward(hiddenGradient))))
+        return inputGradient
     }
 
     /// This block's parameters: (Hugging Face name, GGUF name, parameter).
@@ -215,6 +299,8 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     public let norm: RMSNorm
     let scaled = Tensor(shape: [0])
     let logitsOutput = Tensor(shape: [0])
+    let lossHead = ChunkedLMHeadLoss()
+    let embeddingGradient = Tensor(shape: [0])
 
     public var vocabularySize: Int { config.vocabSize }
 
@@ -285,6 +371,31 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
             }
         }
         return norm.forward(x)
+    }
+
+    /// Mean next-token cross-entropy (targets as Hugging Face shifts them: position t predicts
+    /// labels[t + 1]; -100 ignored); with `backward`, accumulates the gradients of every
+    /// trainable parameter through the blocks (each block's activations kept from the forward).
+    public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
+        if backward { try requireUnmerged("training") }
+        guard labels.count == input.batch * input.length else {
+            throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
+        }
+        if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= config.vocabSize) }) {
+            throw .invalidInput("label \(bad) outside the vocabulary 0..<\(config.vocabSize) (use -100 to ignore)")
+        }
+        let h = try hiddenStates(input)
+        let targets = (0..<labels.count).map { i in i % input.length == input.length - 1 ? ignoreIndex : labels[i + 1] }
+        let (loss, _) = lossHead(h, head: embedTokens.weight, targets: targets, computeGradients: backward)
+        guard backward else { return loss }
+        var d = norm.backward(lossHead.inputGradient)
+        for layer in layers.reversed() { d = layer.backward(d) }
+        // x = e · √C
+        embeddingGradient.resize(d.shape)
+        let factor = Float(config.hiddenSize).squareRoot()
+        for i in 0..<d.count { embeddingGradient[i] = d[i] * factor }
+        embedTokens.backward(embeddingGradient)
+        return loss
     }
 
     /// log p(ids[i+1] | ids[...i]) for one sequence: the batched forward pass, then the tied head
