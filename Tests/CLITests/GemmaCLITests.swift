@@ -31,6 +31,9 @@ struct GemmaCLITests {
         let generated = try CLITests.lora(["generate", "--model", "gemma-3-270m", "--prompt", greedy.prompt, "--max-tokens", "24", "--json"])
         #expect(generated.status == 0, "\(generated.stderr)")
         #expect(try generated.json()["ids"] as? [Int] == greedy.generated_ids)
+        // A command that does not take Gemma 3 yet says so by name.
+        let inspect = try CLITests.lora(["inspect", "--model", "gemma-3-270m"])
+        #expect(inspect.status != 0 && inspect.stderr.contains("Gemma 3 runs in lora tokenize, score and generate"), "\(inspect.stderr)")
         // A PEFT-made Gemma 3 adapter (Scripts/reference/make_gemma3_adapter_fixture.py), unmerged and merged.
         struct Expected: Decodable {
             struct Input: Decodable { let text: String; let ids: [Int] }
