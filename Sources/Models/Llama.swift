@@ -190,42 +190,6 @@ public final class LlamaAttention {
     }
 }
 
-/// The SwiGLU MLP: out = down(silu(gate(x)) ⊙ up(x)).   x, out: [N, C], hidden: [N, I]
-public final class LlamaMLP {
-    public let gateProj, upProj, downProj: LoRALinear
-    let activation = SwiGLU()
-    let hiddenGradient = Tensor(shape: [0])
-    let inputGradient = Tensor(shape: [0])
-
-    init(_ cfg: LlamaConfiguration, prefix: String) {
-        let c = cfg.hiddenSize, i = cfg.intermediateSize
-        gateProj = LoRALinear(name: prefix + "gate_proj", inFeatures: c, outFeatures: i, bias: cfg.mlpBias)
-        upProj = LoRALinear(name: prefix + "up_proj", inFeatures: c, outFeatures: i, bias: cfg.mlpBias)
-        downProj = LoRALinear(name: prefix + "down_proj", inFeatures: i, outFeatures: c, bias: cfg.mlpBias)
-    }
-
-    func forward(_ x: Tensor) -> Tensor {
-        let h = activation.forward(gate: gateProj.forward(x), up: upProj.forward(x))
-        return downProj.forward(h)
-    }
-
-    func backward(_ dOut: Tensor) -> Tensor {
-        hiddenGradient.resize(activation.output.shape)
-        downProj.backward(dOut, dx: hiddenGradient)
-        let (dGate, dUp) = activation.backward(hiddenGradient)
-        inputGradient.resize(dOut.shape)
-        gateProj.backward(dGate, dx: inputGradient)
-        upProj.backward(dUp, dx: inputGradient, accumulate: true)
-        return inputGradient
-    }
-
-    var linearModules: [LoRALinear] { [gateProj, upProj, downProj] }
-    var activationBuffers: [Tensor] { linearModules.flatMap(\.activationBuffers) + activation.activationBuffers }
-    var gradientBuffers: [Tensor] {
-        [hiddenGradient, inputGradient] + activation.gradientBuffers + linearModules.flatMap(\.gradientBuffers)
-    }
-}
-
 /// One pre-norm decoder block:
 ///
 ///     h   = x + attn(rms₁(x))
@@ -234,7 +198,7 @@ public final class LlamaDecoderLayer {
     public let inputLayernorm: RMSNorm
     public let selfAttn: LlamaAttention
     public let postAttentionLayernorm: RMSNorm
-    public let mlp: LlamaMLP
+    public let mlp: GatedMLP
     let hidden = Tensor(shape: [0])
     let output = Tensor(shape: [0])
     let hiddenGradient = Tensor(shape: [0])
@@ -245,7 +209,7 @@ public final class LlamaDecoderLayer {
         inputLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
         selfAttn = LlamaAttention(cfg, prefix: prefix + "self_attn.")
         postAttentionLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
-        mlp = LlamaMLP(cfg, prefix: prefix + "mlp.")
+        mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: cfg.mlpBias, activation: .silu, prefix: prefix + "mlp.")
     }
 
     func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], mask: AttentionMask) -> Tensor {
@@ -377,25 +341,13 @@ public final class LlamaForCausalLM: AdaptableModel {
         return logitsOutput
     }
 
-    /// Next-token targets as Hugging Face builds them: position t predicts labels[t + 1];
-    /// the last position of each row and labels equal to -100 are ignored.
-    static func shiftedTargets(labels: [Int], batch: Int, length: Int) -> [Int] {
-        (0..<batch * length).map { i in i % length == length - 1 ? ignoreIndex : labels[i + 1] }
-    }
-
     /// Mean next-token cross-entropy; with `backward`, also accumulates the gradients of every
     /// trainable parameter (call `zeroGradients()` between steps).
     public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
         if backward { try requireUnmerged("training") }
         try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        guard labels.count == input.batch * input.length else {
-            throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
-        }
-        if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= config.vocabSize) }) {
-            throw .invalidInput("label \(bad) outside the vocabulary 0..<\(config.vocabSize) (use -100 to ignore)")
-        }
+        let targets = try nextTokenTargets(labels: labels, input: input, vocabularySize: config.vocabSize)
         let h = try hiddenStates(input, forBackward: backward)
-        let targets = Self.shiftedTargets(labels: labels, batch: input.batch, length: input.length)
         let (loss, _) = lossHead(h, head: lmHead, targets: targets, computeGradients: backward)
         if backward { backwardFromHidden(lossHead.inputGradient) }
         return loss

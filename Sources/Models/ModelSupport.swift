@@ -243,3 +243,17 @@ extension AdaptableModel {
 func matchesTarget(_ path: String, _ target: String) -> Bool {
     path == target || path.hasSuffix("." + target)
 }
+
+/// Next-token targets of a causal LM as Hugging Face builds them: position t predicts
+/// labels[t + 1]; the last position of each row and labels equal to -100 are ignored. Throws
+/// unless there is one label per token, each -100 or in the vocabulary.
+func nextTokenTargets(labels: [Int], input: TokenBatch, vocabularySize: Int) throws(ModelError) -> [Int] {
+    guard labels.count == input.batch * input.length else {
+        throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
+    }
+    if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= vocabularySize) }) {
+        throw .invalidInput("label \(bad) outside the vocabulary 0..<\(vocabularySize) (use -100 to ignore)")
+    }
+    let length = input.length
+    return (0..<labels.count).map { i in i % length == length - 1 ? ignoreIndex : labels[i + 1] }
+}

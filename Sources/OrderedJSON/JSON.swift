@@ -224,7 +224,8 @@ extension JSON {
         }
     }
 
-    static func quote(_ s: String) -> String {
+    /// A JSON string literal as Python's `json.dumps(s, ensure_ascii=False)` writes it.
+    public static func quote(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -233,6 +234,8 @@ extension JSON {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
             case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
             default: out.unicodeScalars.append(scalar)
             }

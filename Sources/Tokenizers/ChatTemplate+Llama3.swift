@@ -1,3 +1,5 @@
+import OrderedJSON
+
 /// The Llama-3 templates: turns `<|start_header_id|>{role}<|end_header_id|>\n\n{content|trim}<|eot_id|>`
 /// after `<|begin_of_text|>` (the bos_token of every Llama-3 tokenizer).
 enum Llama3Template {
@@ -162,31 +164,13 @@ enum Llama3Template {
         ]
         for m in turns {
             if m.role == "tool" || m.role == "ipython" {
-                out.append((header("ipython") + json(m.content) + eot, false))
+                // The template's `tojson`: json.dumps(content, ensure_ascii=False).
+                out.append((header("ipython") + JSON.quote(m.content) + eot, false))
             } else {
                 out.append((header(m.role), false))
                 out.append((ChatTemplate.trim(m.content) + eot, m.role == "assistant"))
             }
         }
         return out
-    }
-
-    /// transformers' `tojson` filter on a string: `json.dumps(text, ensure_ascii=False)`.
-    static func json(_ text: String) -> String {
-        var out = "\""
-        for u in text.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case _ where u.value < 0x20: out += (u.value < 0x10 ? "\\u000" : "\\u00") + String(u.value, radix: 16)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
     }
 }

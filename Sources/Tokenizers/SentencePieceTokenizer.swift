@@ -1,3 +1,5 @@
+import Foundation
+
 /// SentencePiece BPE with byte fallback, as transformers builds it from a Gemma GGUF
 /// (`tokenizer.ggml.model = "llama"`, architecture gemma/gemma2/gemma3; transformers 5.24's
 /// `gemma_tokenizer` in `integrations/gguf/gguf_tokenizer_mapping.py`, `GemmaTokenizer`):
@@ -42,7 +44,7 @@ public struct SentencePieceBPETokenizer: Tokenizer {
         // As a Python dict built in order: a repeated spelling keeps its last index.
         let vocabulary = try Vocabulary(respelled.enumerated().map { ($0.element, $0.offset) }, file: source, field: "tokens")
         var byteTokens = [Int?](repeating: nil, count: 256)
-        for b in 0..<256 { byteTokens[b] = vocabulary.id("<0x" + String(b, radix: 16, uppercase: true).leftPadded(to: 2) + ">") }
+        for b in 0..<256 { byteTokens[b] = vocabulary.id(String(format: "<0x%02X>", b)) }
         var addedTokens: [AddedToken] = []
         for (i, type) in (tokenTypes ?? []).enumerated() {
             if type == 3 {
@@ -180,10 +182,6 @@ public struct SentencePieceBPETokenizer: Tokenizer {
         guard u.count == 6, u[0] == UInt8(ascii: "<"), u[1] == UInt8(ascii: "0"), u[2] == UInt8(ascii: "x"), u[5] == UInt8(ascii: ">") else { return nil }
         return UInt8(String(decoding: u[3...4], as: UTF8.self), radix: 16)
     }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 /// A binary min-heap (the merge queue).

@@ -100,9 +100,10 @@ public enum Checkpoints {
         return object["sequence"] as? Int ?? 0
     }
 
-    /// The sequence number for the next checkpoint of `output`.
+    /// The sequence number for the next checkpoint of `output` (`list` is ordered by sequence,
+    /// so its last has the highest).
     static func nextSequence(_ output: URL) -> Int {
-        (list(output).map(sequence(of:)).max() ?? 0) + 1
+        (latest(output).map(sequence(of:)) ?? 0) + 1
     }
 
     /// Removes what an interrupted write left behind: `checkpoints/.tmp-*` and `.trash-*`, and in

@@ -45,20 +45,11 @@ struct AdapterCommand: ParsableCommand {
         }
 
         func run() throws {
-            var dir = URL(fileURLWithPath: directory)
-            var layout = "peft"
             let fm = FileManager.default
-            if !fm.fileExists(atPath: dir.appendingPathComponent("adapter_model.safetensors").path),
-               fm.fileExists(atPath: dir.appendingPathComponent("adapters.safetensors").path) {
-                // mlx-lm's layout: read through its PEFT form (ΔW preserved exactly).
-                let temporary = fm.temporaryDirectory.appendingPathComponent("lora-mlx-\(UUID().uuidString)")
-                do { try MLXAdapterConversion.mlxToPEFT(dir, output: temporary) } catch {
-                    throw CommandError("\(directory) looks like an mlx-lm adapter (adapters.safetensors) but cannot be read: \(error)")
-                }
-                dir = temporary
-                layout = "mlx-lm"
-            }
-            defer { if layout == "mlx-lm" { try? fm.removeItem(at: dir) } }
+            // mlx-lm's layout is read through its PEFT form (ΔW preserved exactly).
+            let peft = try PEFTLayout.of(URL(fileURLWithPath: directory))
+            defer { peft.remove() }
+            let dir = peft.url, layout = peft.isMLX ? "mlx-lm" : "peft"
             let configURL = dir.appendingPathComponent("adapter_config.json")
             let weightsURL = dir.appendingPathComponent("adapter_model.safetensors")
             guard fm.fileExists(atPath: configURL.path) else {

@@ -91,21 +91,38 @@ struct AdapterOptions: ParsableArguments {
 
     /// A PEFT adapter folder, or an mlx-lm one (`adapters.safetensors`), converted on the fly.
     static func loadAdapter(_ url: URL, named name: String, into model: some AdaptableModel) throws -> (config: LoRAConfig, layout: String) {
-        let fm = FileManager.default
-        let isPEFT = fm.fileExists(atPath: url.appendingPathComponent("adapter_model.safetensors").path)
-        if !isPEFT, fm.fileExists(atPath: url.appendingPathComponent("adapters.safetensors").path) {
-            let temporary = fm.temporaryDirectory.appendingPathComponent("lora-mlx-\(UUID().uuidString)")
-            defer { try? fm.removeItem(at: temporary) }
-            do {
-                try MLXAdapterConversion.mlxToPEFT(url, output: temporary)
-            } catch {
-                throw CommandError("\(url.path) looks like an mlx-lm adapter (adapters.safetensors) but cannot be read: \(error)")
-            }
-            return (try model.loadPEFTAdapter(from: temporary, named: name), " (mlx-lm layout)")
-        }
         var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory) else { throw CommandError("--adapter \(url.path): no such folder") }
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { throw CommandError("--adapter \(url.path): no such folder") }
         guard isDirectory.boolValue else { throw CommandError("--adapter \(url.path) is a file; give the adapter's folder (adapter_config.json and adapter_model.safetensors)") }
-        return (try model.loadPEFTAdapter(from: url, named: name), "")
+        let peft = try PEFTLayout.of(url)
+        defer { peft.remove() }
+        return (try model.loadPEFTAdapter(from: peft.url, named: name), peft.isMLX ? " (mlx-lm layout)" : "")
     }
+}
+
+/// An adapter folder read in PEFT's layout: the folder itself, or — for mlx-lm's layout
+/// (`adapters.safetensors` and no `adapter_model.safetensors`) — a temporary PEFT copy that
+/// `MLXAdapterConversion` writes with ΔW preserved exactly, deleted by `remove()`.
+struct PEFTLayout {
+    let url: URL
+    let isMLX: Bool
+
+    static func of(_ folder: URL) throws -> PEFTLayout {
+        let fm = FileManager.default
+        guard !fm.fileExists(atPath: folder.appendingPathComponent("adapter_model.safetensors").path),
+              fm.fileExists(atPath: folder.appendingPathComponent("adapters.safetensors").path) else {
+            return PEFTLayout(url: folder, isMLX: false)
+        }
+        let temporary = fm.temporaryDirectory.appendingPathComponent("lora-mlx-\(UUID().uuidString)")
+        do {
+            try MLXAdapterConversion.mlxToPEFT(folder, output: temporary)
+        } catch {
+            try? fm.removeItem(at: temporary)
+            throw CommandError("\(folder.path) looks like an mlx-lm adapter (adapters.safetensors) but cannot be read: \(error)")
+        }
+        return PEFTLayout(url: temporary, isMLX: true)
+    }
+
+    /// Deletes the temporary copy (nothing for a PEFT folder).
+    func remove() { if isMLX { try? FileManager.default.removeItem(at: url) } }
 }

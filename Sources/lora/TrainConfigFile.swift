@@ -48,11 +48,10 @@ struct TrainConfigFile {
         "lora_dropout": "dropout", "target_modules": "targets", "num_train_epochs": "epochs", "max_steps": "steps",
         "iters": "steps", "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
         "max_seq_length": "max_seq_len", "max_length": "max_seq_len", "warmup_steps": "warmup", "warmup_ratio": "warmup",
-        "lr_scheduler_type": "schedule", "early_stopping": "early_stopping_patience",
-        "early_stopping_patience": "early_stopping_patience", "eval_steps": "eval_every", "steps_per_eval": "eval_every",
+        "lr_scheduler_type": "schedule", "early_stopping": "early_stopping_patience", "eval_steps": "eval_every", "steps_per_eval": "eval_every",
         "save_steps": "save_every", "save_total_limit": "keep_checkpoints", "use_rslora": "rslora",
         "init_lora_weights": "init", "train": "data", "train_file": "data", "validation_file": "valid", "model_name_or_path": "model",
-        "output_dir": "output", "adapter_path": "output", "seed": "seed", "batch": "batch_size",
+        "output_dir": "output", "adapter_path": "output", "batch": "batch_size",
     ]
 
     static func load(_ path: String) throws -> TrainConfigFile {
@@ -144,7 +143,7 @@ struct TrainConfigFile {
             if let s = value as? String, let i = Int(s.trimmingCharacters(in: .whitespaces)) { return i }
             throw bad()
         case .double:
-            if let b = value as? Bool, type(of: value) == Bool.self { _ = b; throw bad() }
+            if value is Bool { throw bad() }
             if let i = value as? Int { return Double(i) }
             if let d = value as? Double { return d }
             if let s = value as? String, let d = Double(s.trimmingCharacters(in: .whitespaces)) { return d }

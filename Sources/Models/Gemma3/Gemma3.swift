@@ -125,23 +125,24 @@ public final class Gemma3Attention {
     let inputGradient = Tensor(shape: [0])
     private var positions: [Int] = []
 
-    /// RMSNorm over each head's D values of `x` [N, heads·D]; a new [N, heads·D] tensor.
+    /// RMSNorm over each head's D values of `x` [N, heads·D]: the norm's own output, viewed as
+    /// [N, heads·D] (RoPE then rotates it in place; the norm's backward does not read it).
     private func perHead(_ norm: RMSNorm, _ x: Tensor, heads: Int) -> Tensor {
         let n = x.rowCount
         x.reshape([n * heads, headDim])
-        let y = norm.forward(x).clone()
+        let y = norm.forward(x)
         x.reshape([n, heads * headDim])
         y.reshape([n, heads * headDim])
         return y
     }
 
-    /// The per-head norm's backward: dy [N, heads·D] → dx [N, heads·D]. `input` is the tensor
-    /// the norm saw (the projection's output), viewed per head for the call.
+    /// The per-head norm's backward: dy [N, heads·D] → dx [N, heads·D] (the norm's own gradient
+    /// buffer). `input` is the tensor the norm saw (the projection's output), viewed per head for the call.
     private func perHeadBackward(_ norm: RMSNorm, _ dy: Tensor, input: Tensor, heads: Int) -> Tensor {
         let n = input.rowCount
         input.reshape([n * heads, headDim])
         dy.reshape([n * heads, headDim])
-        let dx = norm.backward(dy).clone()
+        let dx = norm.backward(dy)
         input.reshape([n, heads * headDim])
         dy.reshape([n, heads * headDim])
         dx.reshape([n, heads * headDim])
@@ -195,36 +196,6 @@ public final class Gemma3Attention {
     var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
 }
 
-/// The GeGLU MLP (tanh GELU): out = down(gelu_tanh(gate(x)) ⊙ up(x)).   x, out: [N, C], hidden: [N, I]
-public final class Gemma3MLP {
-    public let gateProj, upProj, downProj: LoRALinear
-    let activation = GatedActivation(.geluTanh)
-
-    init(_ cfg: Gemma3Configuration, prefix: String) {
-        let c = cfg.hiddenSize, i = cfg.intermediateSize
-        gateProj = LoRALinear(name: prefix + "gate_proj", inFeatures: c, outFeatures: i, bias: false)
-        upProj = LoRALinear(name: prefix + "up_proj", inFeatures: c, outFeatures: i, bias: false)
-        downProj = LoRALinear(name: prefix + "down_proj", inFeatures: i, outFeatures: c, bias: false)
-    }
-
-    let hiddenGradient = Tensor(shape: [0])
-    let inputGradient = Tensor(shape: [0])
-
-    func forward(_ x: Tensor) -> Tensor { downProj.forward(activation.forward(gate: gateProj.forward(x), up: upProj.forward(x))) }
-
-    func backward(_ dOut: Tensor) -> Tensor {
-        hiddenGradient.resize(activation.output.shape)
-        downProj.backward(dOut, dx: hiddenGradient)
-        let (dGate, dUp) = activation.backward(hiddenGradient)
-        inputGradient.resize(dOut.shape)
-        gateProj.backward(dGate, dx: inputGradient)
-        upProj.backward(dUp, dx: inputGradient, accumulate: true)
-        return inputGradient
-    }
-
-    var linearModules: [LoRALinear] { [gateProj, upProj, downProj] }
-}
-
 /// One Gemma 3 block: pre- and post-norms around both sublayers.
 ///
 ///     h   = x + post_attn_norm(attn(input_norm(x)))
@@ -235,7 +206,7 @@ public final class Gemma3MLP {
 public final class Gemma3DecoderLayer {
     public let inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm: RMSNorm
     public let selfAttn: Gemma3Attention
-    public let mlp: Gemma3MLP
+    public let mlp: GatedMLP
     let hidden = Tensor(shape: [0])
     let output = Tensor(shape: [0])
     let hiddenGradient = Tensor(shape: [0])
@@ -249,7 +220,7 @@ public final class Gemma3DecoderLayer {
         preFeedforwardLayernorm = norm()
         postFeedforwardLayernorm = norm()
         selfAttn = Gemma3Attention(cfg, layer: index, prefix: prefix + "self_attn.")
-        mlp = Gemma3MLP(cfg, prefix: prefix + "mlp.")
+        mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: false, activation: .geluTanh, prefix: prefix + "mlp.")
     }
 
     /// The block around an attention sublayer (the batched or the cached one).
@@ -378,14 +349,8 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     /// trainable parameter through the blocks (each block's activations kept from the forward).
     public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
         if backward { try requireUnmerged("training") }
-        guard labels.count == input.batch * input.length else {
-            throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
-        }
-        if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= config.vocabSize) }) {
-            throw .invalidInput("label \(bad) outside the vocabulary 0..<\(config.vocabSize) (use -100 to ignore)")
-        }
+        let targets = try nextTokenTargets(labels: labels, input: input, vocabularySize: config.vocabSize)
         let h = try hiddenStates(input)
-        let targets = (0..<labels.count).map { i in i % input.length == input.length - 1 ? ignoreIndex : labels[i + 1] }
         let (loss, _) = lossHead(h, head: embedTokens.weight, targets: targets, computeGradients: backward)
         guard backward else { return loss }
         var d = norm.backward(lossHead.inputGradient)
