@@ -134,7 +134,7 @@ public struct FuzzHarness: Sendable {
         // A GGUF file that is not a model swift-lora can load is still a valid file.
         do {
             let (model, _) = try ModelLoader.loadGGUF(file, url: URL(fileURLWithPath: "/fuzz/input.gguf"))
-            parts.append("model of \(model.adaptable.parameterCounts.all) parameters")
+            parts.append("model of \(model.parameterCounts.all) parameters")
         } catch {
             parts.append("no model: \(error)")
         }

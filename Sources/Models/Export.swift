@@ -13,38 +13,20 @@ public enum HuggingFaceExport {
     }
 
     /// `config.json` for the model, with the keys transformers needs to rebuild it.
-    public static func configJSON(_ model: PretrainedModel, tokenizer: (any Tokenizer)?, storage: StorageType) throws -> Data {
-        let encoded: Data
-        var extra: [(key: String, value: JSON)]
-        switch model {
-        case .llama(let m):
-            encoded = try JSONEncoder().encode(m.config)
-            extra = [("model_type", .string("llama")), ("architectures", .array([.string("LlamaForCausalLM")]))]
-            if let bos = tokenizer?.bosTokenId { extra.append(("bos_token_id", .number(Double(bos)))) }
-            if let eos = tokenizer?.eosTokenId { extra.append(("eos_token_id", .number(Double(eos)))) }
-            if let pad = tokenizer?.padTokenId { extra.append(("pad_token_id", .number(Double(pad)))) }
-        case .bert(let m):
-            encoded = try JSONEncoder().encode(m.config)
-            let labels = m.config.id2label.sorted { $0.key < $1.key }
-            extra = [("model_type", .string("bert")), ("architectures", .array([.string("BertForSequenceClassification")])),
-                     ("label2id", .object(labels.map { ($0.value, .number(Double($0.key))) })),
-                     ("hidden_dropout_prob", .number(0.1)), ("attention_probs_dropout_prob", .number(0.1)),
-                     ("position_embedding_type", .string("absolute"))]
-            if let pad = tokenizer?.padTokenId { extra.append(("pad_token_id", .number(Double(pad)))) }
-        }
-        extra.append(("torch_dtype", .string(storage.torchName)))
-        let base = try JSON.parse(encoded).object ?? []
-        let members = (base + extra).sorted { $0.key < $1.key }
+    public static func configJSON(_ model: any PretrainedModel, tokenizer: (any Tokenizer)?, storage: StorageType) throws -> Data {
+        var members = try model.huggingFaceConfig(tokenizer: tokenizer)
+        members.append(("torch_dtype", .string(storage.torchName)))
+        members.sort { $0.key < $1.key }
         return Data((JSON.object(members).serialized() + "\n").utf8)
     }
 
     /// Writes `config.json`, `model.safetensors` (every parameter in `storage`) and the given
     /// tokenizer files into `directory` (created if needed), each file atomically.
-    public static func write(_ model: PretrainedModel, tokenizerFiles: [String: Data], tokenizer: (any Tokenizer)?,
+    public static func write(_ model: any PretrainedModel, tokenizerFiles: [String: Data], tokenizer: (any Tokenizer)?,
                              storage: StorageType, to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var tensors: [String: Tensor] = [:]
-        for (name, p) in model.adaptable.namedParameters { tensors[name] = p.value }
+        for (name, p) in model.namedParameters { tensors[name] = p.value }
         try SafeTensorsWriter.write(tensors, to: directory.appendingPathComponent("model.safetensors"),
                                     as: storage.safetensors, metadata: ["format": "pt"])
         try atomicWrite(configJSON(model, tokenizer: tokenizer, storage: storage), to: directory.appendingPathComponent("config.json"))
@@ -63,10 +45,7 @@ public enum HuggingFaceExport {
             }
             return files
         }
-        let contextLength: Int = switch pretrained.model {
-        case .llama(let m): m.config.maxPositionEmbeddings
-        case .bert(let m): m.config.maxPositionEmbeddings
-        }
+        let contextLength = pretrained.model.maxPositionEmbeddings
         if let bpe = pretrained.tokenizer as? ByteLevelBPETokenizer {
             return try bpe.huggingFaceFiles(chatTemplate: pretrained.chatTemplateSource, modelMaxLength: contextLength)
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Formats
 import Kernels
 import Layers
@@ -13,16 +14,10 @@ public enum FrozenPrecision: String, Sendable, CaseIterable {
 }
 
 extension PretrainedModel {
-    /// Every weight that may be stored packed: the 2-D weights of the blocks' linear modules and
-    /// the token embedding (with a Llama's LM head, tied or not). Norms, biases and a BERT's
-    /// pooler and classifier stay fp32 (a classification run trains the head).
-    var packableParameters: [(name: String, parameter: Parameter)] {
-        let linear = Set(adaptable.linearModules.filter { !$0.name.hasPrefix("classifier") && !$0.name.contains("pooler") }
-            .map { ObjectIdentifier($0.base.weight) })
-        return adaptable.namedParameters.filter { name, p in
-            linear.contains(ObjectIdentifier(p)) || name.hasSuffix("embed_tokens.weight") || name == "lm_head.weight"
-                || name.hasSuffix("word_embeddings.weight")
-        }
+    /// Every weight that may be stored packed, with its parameter (`packableParameterNames`).
+    public var packableParameters: [(name: String, parameter: Parameter)] {
+        let names = packableParameterNames
+        return namedParameters.filter { names.contains($0.name) }
     }
 
     /// Re-stores every frozen packable weight as bf16 (after loading in fp32). `.q` needs the
@@ -38,9 +33,61 @@ extension PretrainedModel {
 
     /// Bytes of the frozen weights as stored (packed or fp32), for reports.
     public var frozenWeightBytes: Int {
-        adaptable.namedParameters.reduce(0) { total, pair in
+        namedParameters.reduce(0) { total, pair in
             pair.parameter.isTrainable ? total : total + (pair.parameter.packed?.byteCount ?? pair.parameter.value.count * 4)
         }
+    }
+}
+
+extension ModelLoader {
+    /// Fills `model` from a GGUF file, one tensor at a time straight into its parameter (no second
+    /// copy of the whole model in memory), after checking every name and shape from the tensor
+    /// infos. `hfName` maps a GGUF tensor name to the model's parameter name (nil: keep the GGUF
+    /// name, which then fails the check as unexpected); `rowOrder` gives, for a parameter whose
+    /// rows the file stores permuted, the file row of each model row; `adjust` changes an fp32
+    /// tensor after reading (Gemma's norms). With `frozen`, packable weights are stored packed
+    /// (`.q`: the file's own blocks). Returns the stored dtype of each tensor by its GGUF name.
+    static func loadGGUFWeights(_ gguf: GGUFFile, url: URL, into model: some PretrainedModel, frozen: FrozenPrecision,
+                                hfName: (String) -> String?, rowOrder: (String, Int) -> ((Int) -> Int)?,
+                                adjust: (String, Tensor) -> Void = { _, _ in }) throws(ModelError) -> [String: String] {
+        let infos = Dictionary(gguf.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var shapes: [String: [Int]] = [:]
+        var sources: [String: String] = [:]
+        for info in gguf.tensorInfos {
+            let name = hfName(info.name)
+            shapes[name ?? info.name] = info.shape
+            if let name { sources[name] = info.name }
+        }
+        try model.checkWeightShapes(shapes)
+        var storedTypes: [String: String] = [:]
+        let packable = frozen == .fp32 ? [] : model.packableParameterNames
+        for (name, parameter) in model.namedParameters {
+            guard let source = sources[name], let info = infos[source] else { continue }
+            storedTypes[source] = info.type.name
+            let order = rowOrder(name, info.rowCount)
+            if frozen == .q && packable.contains(name) {
+                do { parameter.pack(try packedBlocks(gguf, info, rowOrder: order ?? { $0 })) } catch { throw .file(url, error) }
+                continue
+            }
+            var tensor: Tensor
+            do { tensor = try gguf.tensor(source) } catch { throw .file(url, error) }
+            if let order { tensor = reorderRows(tensor, order) }
+            adjust(name, tensor)
+            if frozen == .bf16 && packable.contains(name) {
+                parameter.pack(.bf16(tensor))
+            } else {
+                parameter.value.copy(from: tensor)
+            }
+        }
+        return storedTypes
+    }
+
+    /// Row i of the result is row order(i) of `w`.
+    static func reorderRows(_ w: Tensor, _ order: (Int) -> Int) -> Tensor {
+        let rows = w.shape[0], columns = w.count / max(rows, 1)
+        let out = Tensor(shape: w.shape)
+        for i in 0..<rows { (out.data + i * columns).update(from: w.data + order(i) * columns, count: columns) }
+        return out
     }
 }
 
@@ -69,14 +116,4 @@ extension ModelLoader {
             return h * d + 2 * j + k
         }
     }
-}
-
-extension PretrainedModel {
-    /// Activation recomputation (Llama): keep only each block's input in the forward pass and
-    /// recompute the block's activations just before its backward pass.
-    public func setActivationRecomputation(_ on: Bool) {
-        if case .llama(let m) = self { m.recomputesActivations = on }
-    }
-
-    public func setTraining(_ training: Bool) { adaptable.setTraining(training) }
 }

@@ -3,37 +3,6 @@ import Formats
 import Kernels
 import Layers
 
-/// A pretrained model of one of the supported families.
-public enum PretrainedModel {
-    case llama(LlamaForCausalLM)
-    case bert(BertForSequenceClassification)
-
-    public var adaptable: any AdaptableModel {
-        switch self {
-        case .llama(let m): m
-        case .bert(let m): m
-        }
-    }
-
-    /// A sequence classifier (BERT) rather than a causal language model.
-    public var isClassifier: Bool { if case .bert = self { true } else { false } }
-
-    /// The modules LoRA adapts unless told otherwise: the attention projections (q, k, v, o).
-    public var defaultLoRATargets: [String] {
-        isClassifier ? ["query", "key", "value", "attention.output.dense"] : ["q_proj", "k_proj", "v_proj", "o_proj"]
-    }
-
-    /// PEFT's `task_type` for this model.
-    public var peftTaskType: String { isClassifier ? "SEQ_CLS" : "CAUSAL_LM" }
-
-    public var architecture: String {
-        switch self {
-        case .llama: "llama (LlamaForCausalLM)"
-        case .bert: "bert (BertForSequenceClassification)"
-        }
-    }
-}
-
 /// What loading found, for `lora inspect` and for warnings.
 public struct LoadReport: Sendable {
     public var source: String
@@ -54,11 +23,70 @@ extension ModelError {
     }
 }
 
+/// One architecture, plugged into loading: the names it answers to in Hugging Face's `config.json`
+/// (`model_type`) and in GGUF files (`general.architecture`), and how to build it from either.
+/// Adding an architecture is one conformance and one line in `ModelRegistry.architectures`.
+public protocol ModelArchitecture: Sendable {
+    /// The short name users see ("llama").
+    static var name: String { get }
+    /// What its models do (a decoder or a classifier).
+    static var task: ModelTask { get }
+    /// `model_type` values of the Hugging Face directories it loads (empty: none yet).
+    static var huggingFaceModelTypes: [String] { get }
+    /// `general.architecture` values of the GGUF files it loads (empty: none).
+    static var ggufArchitectures: [String] { get }
+    /// From a Hugging Face directory's `config.json` and its safetensors weights (by state-dict
+    /// name; the loader may add a fresh head, which it lists in `report.newlyInitialized`).
+    static func loadHuggingFace(config: Data, configURL: URL, weights: [String: Tensor], options: LoadOptions,
+                                report: inout LoadReport) throws(ModelError) -> any PretrainedModel
+    /// From an opened GGUF file, its frozen weights stored at `frozen`.
+    static func loadGGUF(_ gguf: GGUFFile, url: URL, frozen: FrozenPrecision) throws(ModelError) -> (any PretrainedModel, LoadReport)
+}
+
+extension ModelArchitecture {
+    public static func loadHuggingFace(config: Data, configURL: URL, weights: [String: Tensor], options: LoadOptions,
+                                       report: inout LoadReport) throws(ModelError) -> any PretrainedModel {
+        throw .unsupportedArchitecture("\(name) loads from .gguf files only (\(configURL.path))")
+    }
+    public static func loadGGUF(_ gguf: GGUFFile, url: URL, frozen: FrozenPrecision) throws(ModelError) -> (any PretrainedModel, LoadReport) {
+        throw .unsupportedArchitecture("\(name) loads from Hugging Face directories only (\(url.path))")
+    }
+}
+
+/// What a load may be asked beyond the file: the seed of a freshly initialised head and, for a
+/// classifier, its labels.
+public struct LoadOptions: Sendable {
+    public var seed: UInt64 = 0
+    /// A classifier's classes (a head of another size is freshly initialised).
+    public var labels: [String]? = nil
+    public init(seed: UInt64 = 0, labels: [String]? = nil) {
+        self.seed = seed
+        self.labels = labels
+    }
+}
+
+/// The supported architectures, one line each.
+public enum ModelRegistry {
+    public static let architectures: [any ModelArchitecture.Type] = [LlamaArchitecture.self, BertArchitecture.self, Gemma3Architecture.self]
+
+    public static func huggingFace(modelType: String) -> (any ModelArchitecture.Type)? {
+        architectures.first { $0.huggingFaceModelTypes.contains(modelType) }
+    }
+
+    public static func gguf(architecture: String) -> (any ModelArchitecture.Type)? {
+        architectures.first { $0.ggufArchitectures.contains(architecture) }
+    }
+
+    /// "llama, bert" — for errors.
+    static var supportedModelTypes: String { architectures.flatMap { $0.huggingFaceModelTypes }.joined(separator: ", ") }
+    static var supportedGGUFArchitectures: String { architectures.flatMap { $0.ggufArchitectures }.joined(separator: ", ") }
+}
+
 public enum ModelLoader {
     /// A Hugging Face directory (`config.json` + safetensors) or a `.gguf` file.
-    /// `labels`, for a BERT classifier, sets the classes (a head of another size is freshly
+    /// `labels`, for a classifier, sets the classes (a head of another size is freshly
     /// initialised).
-    public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> (PretrainedModel, LoadReport) {
+    public static func load(_ url: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> (any PretrainedModel, LoadReport) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw .invalidFile(path: url.path, reason: "no such file or directory")
@@ -67,29 +95,33 @@ public enum ModelLoader {
         return try loadGGUF(url)
     }
 
-    // MARK: Hugging Face directories
-
-    public static func loadHuggingFace(directory: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> (PretrainedModel, LoadReport) {
+    /// The `model_type` of a Hugging Face directory's `config.json`, with the file's bytes.
+    public static func huggingFaceModelType(directory: URL) throws(ModelError) -> (type: String, config: Data, url: URL) {
         let configURL = directory.appendingPathComponent("config.json")
         let configData: Data
         do { configData = try Data(contentsOf: configURL) } catch { throw .file(configURL, error) }
-        let modelType: String
         do {
             let json = try JSONSerialization.jsonObject(with: configData) as? [String: Any]
             guard let type = json?["model_type"] as? String else {
                 throw ModelError.invalidFile(path: configURL.path, reason: "no model_type")
             }
-            modelType = type
+            return (type, configData, configURL)
         } catch let error as ModelError {
             throw error
         } catch {
             throw .file(configURL, error)
         }
-        guard ["llama", "bert"].contains(modelType) else {
-            throw .unsupportedArchitecture("model_type '\(modelType)' in \(configURL.path) (supported: llama, bert)")
+    }
+
+    // MARK: Hugging Face directories
+
+    public static func loadHuggingFace(directory: URL, seed: UInt64 = 0, labels: [String]? = nil) throws(ModelError) -> (any PretrainedModel, LoadReport) {
+        let (modelType, configData, configURL) = try huggingFaceModelType(directory: directory)
+        guard let architecture = ModelRegistry.huggingFace(modelType: modelType) else {
+            throw .unsupportedArchitecture("model_type '\(modelType)' in \(configURL.path) (supported: \(ModelRegistry.supportedModelTypes))")
         }
         let checkpoint: SafeTensorsCheckpoint
-        var weights: [String: Tensor]
+        let weights: [String: Tensor]
         do {
             checkpoint = try SafeTensorsCheckpoint(directory: directory)
             weights = try checkpoint.floatTensors()
@@ -97,41 +129,33 @@ public enum ModelLoader {
             throw .invalidFile(path: directory.path, reason: "\(error)")
         }
         var report = LoadReport(source: directory.path, storedTypes: checkpoint.dtypes, newlyInitialized: [], metadata: [:])
-        let fileValues = weights.values.reduce(0) { $0 + $1.count }
-        switch modelType {
-        case "llama":
-            let config = try decode(LlamaConfiguration.self, configData, configURL)
-            try checkFileHoldsWeights(described: config.matrixParameterCount, fileValues: fileValues, path: directory.path)
-            let model = try LlamaForCausalLM(config)
-            try model.loadWeights(weights)
-            return (.llama(model), report)
-        case "bert":
-            var config = try decode(BertConfiguration.self, configData, configURL)
-            if let labels {
-                guard labels.count >= 2 else { throw .invalidInput("a classifier needs at least 2 labels, got \(labels)") }
-                let sameSize = labels.count == config.numLabels
-                config.id2label = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.offset, $0.element) })
-                if !sameSize { weights["classifier.weight"] = nil; weights["classifier.bias"] = nil }
-            }
-            try checkFileHoldsWeights(described: config.encoderMatrixParameterCount, fileValues: fileValues, path: directory.path)
-            let model = try BertForSequenceClassification(config)
-            // A plain `BertModel` checkpoint has no `bert.` prefix and no classifier.
-            if weights.keys.contains(where: { $0.hasPrefix("embeddings.") }) {
-                weights = Dictionary(uniqueKeysWithValues: weights.map { ("bert." + $0.key, $0.value) })
-            }
-            var generator = SplitMix64(seed: seed)
-            for (name, p) in model.namedParameters where name.hasPrefix("classifier.") && weights[name] == nil {
-                // transformers' init for a new head: N(0, 0.02²) weights, zero bias.
-                weights[name] = name.hasSuffix(".bias")
-                    ? Tensor(shape: p.shape)
-                    : Tensor(shape: p.shape, generator: { generator.nextGaussian() * 0.02 })
-                report.newlyInitialized.append(name)
-            }
-            try model.loadWeights(weights)
-            return (.bert(model), report)
-        default:
-            throw .unsupportedArchitecture("model_type '\(modelType)' in \(configURL.path) (supported: llama, bert)")
+        let model = try architecture.loadHuggingFace(config: configData, configURL: configURL, weights: weights,
+                                                     options: LoadOptions(seed: seed, labels: labels), report: &report)
+        return (model, report)
+    }
+
+    // MARK: GGUF files
+
+    public static func loadGGUF(_ url: URL, frozen: FrozenPrecision = .fp32) throws(ModelError) -> (any PretrainedModel, LoadReport) {
+        let gguf: GGUFFile
+        do { gguf = try GGUFFile(url: url) } catch { throw .file(url, error) }
+        return try loadGGUF(gguf, url: url, frozen: frozen)
+    }
+
+    /// The same, from a file already opened (its metadata also holds the tokenizer). With
+    /// `frozen` other than fp32, the packable weights are stored packed straight from the file:
+    /// their Float32 copies are never resident.
+    public static func loadGGUF(_ gguf: GGUFFile, url: URL, frozen: FrozenPrecision = .fp32) throws(ModelError) -> (any PretrainedModel, LoadReport) {
+        let name = gguf.metadata["general.architecture"]?.string ?? "(none)"
+        guard let architecture = ModelRegistry.gguf(architecture: name) else {
+            throw .unsupportedArchitecture("general.architecture '\(name)' in \(url.path) (supported: \(ModelRegistry.supportedGGUFArchitectures))")
         }
+        let (model, loaded) = try architecture.loadGGUF(gguf, url: url, frozen: frozen)
+        var report = loaded
+        for key in ["general.name", "general.architecture", "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
+            if let v = gguf.metadata[key] { report.metadata[key] = v.string ?? v.int.map(String.init) ?? "\(v)" }
+        }
+        return (model, report)
     }
 
     static func decode<C: Decodable>(_ type: C.Type, _ data: Data, _ url: URL) throws(ModelError) -> C {

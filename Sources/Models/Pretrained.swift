@@ -5,7 +5,7 @@ import Tokenizers
 /// A pretrained model with everything needed to use it on text: its tokenizer and, for chat
 /// models, its chat template.
 public struct Pretrained {
-    public let model: PretrainedModel
+    public let model: any PretrainedModel
     public let tokenizer: any Tokenizer
     /// nil when the model has no template; `.failure` names why a template is not supported.
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
@@ -32,6 +32,11 @@ public struct Pretrained {
                               chatTemplateSource: template, report: report)
         }
         if frozen == .q { throw .invalidInput("--precision q keeps a GGUF file's quantised blocks; \(url.lastPathComponent) is not a .gguf file") }
+        if let (type, _, _) = try? ModelLoader.huggingFaceModelType(directory: url), type == "gemma3_text" {
+            // Gemma's SentencePiece tokenizer.json would be misread as byte-level BPE: refuse rather than tokenise wrongly.
+            throw .unsupportedArchitecture("\(url.path) is a Hugging Face gemma3_text folder: its SentencePiece tokenizer.json is not read yet; "
+                + "use the model's .gguf file (its weights alone load with ModelLoader.loadHuggingFace)")
+        }
         let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)
         try model.compressFrozenWeights(to: frozen)
         let tokenizer: any Tokenizer

@@ -11,15 +11,10 @@ public struct BaseModelFingerprint: Sendable, Codable, Equatable {
     public var parameters: Int
     public var configuration: String
 
-    public init(_ model: PretrainedModel) {
+    public init(_ model: any PretrainedModel) {
         architecture = model.architecture
-        parameters = model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.count }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        configuration = switch model {
-        case .llama(let m): (try? encoder.encode(m.config)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        case .bert(let m): (try? encoder.encode(m.config)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        }
+        parameters = model.namedParameters.reduce(0) { $0 + $1.parameter.count }
+        configuration = (try? model.configurationJSON()).map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 }
 
@@ -170,7 +165,7 @@ public enum Checkpoints {
             if trainer.configuration.full {
                 try writeAllWeights(trainer.model, to: temporary.appendingPathComponent("model.safetensors"))
             } else {
-                try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
+                try trainer.model.savePEFTAdapter(named: "default", to: temporary)
             }
         } catch {
             throw failed(error)
@@ -236,9 +231,9 @@ public enum Checkpoints {
     }
 
     /// Every weight of the model under its Hugging Face name (full fine-tuning's result).
-    public static func writeAllWeights(_ model: PretrainedModel, to url: URL) throws {
+    public static func writeAllWeights(_ model: any PretrainedModel, to url: URL) throws {
         var weights: [String: Tensor] = [:]
-        for (name, p) in model.adaptable.namedParameters { weights[name] = p.value }
+        for (name, p) in model.namedParameters { weights[name] = p.value }
         try SafeTensorsWriter.write(weights, to: url)
     }
 
@@ -252,13 +247,13 @@ public enum Checkpoints {
     }
 
     /// Puts a checkpoint's weights into a freshly loaded base model (adapter, or all weights).
-    public static func loadWeights(_ checkpoint: URL, into model: PretrainedModel, full: Bool) throws {
+    public static func loadWeights(_ checkpoint: URL, into model: any PretrainedModel, full: Bool) throws {
         if full {
             let weights = try SafeTensorsFile(url: checkpoint.appendingPathComponent("model.safetensors")).floatTensors()
-            try model.adaptable.loadWeights(weights)
-            for (_, p) in model.adaptable.namedParameters { p.setTrainable(true) }
+            try model.loadWeights(weights)
+            for (_, p) in model.namedParameters { p.setTrainable(true) }
         } else {
-            try model.adaptable.loadPEFTAdapter(from: checkpoint, named: "default")
+            try model.loadPEFTAdapter(from: checkpoint, named: "default")
         }
     }
 
@@ -277,7 +272,7 @@ public enum Checkpoints {
     }
 
     /// Why a checkpoint cannot continue this run, or nil when it can.
-    public static func incompatibility(_ state: TrainerState, configuration: TrainingConfiguration, model: PretrainedModel) -> String? {
+    public static func incompatibility(_ state: TrainerState, configuration: TrainingConfiguration, model: any PretrainedModel) -> String? {
         if state.baseModel != BaseModelFingerprint(model) {
             return "it was made from another base model (\(state.baseModel.architecture), \(state.baseModel.parameters) parameters)"
         }

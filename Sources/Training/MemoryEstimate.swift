@@ -83,85 +83,37 @@ public struct MemoryEstimate: Sendable, Codable {
     ///     the adapter attached (or every weight trainable with `--full`).
     ///   - batch, length: the largest batch: examples per micro-batch × the longest padded
     ///     sequence (the longest example, at most `--max-seq-len`).
-    ///   - recompute: `--recompute` (Llama only).
+    ///   - recompute: `--recompute` (where the architecture supports it: Llama).
     ///   - modelFileBytes: the size of the model's weight file(s), mapped while loading.
     ///   - dataTokens, dataExamples: the tokenised examples kept in memory.
-    public static func estimate(model: PretrainedModel, batch: Int, length: Int, recompute: Bool,
+    public static func estimate(model: any PretrainedModel, batch: Int, length: Int, recompute: Bool,
                                 modelFileBytes: Int = 0, dataTokens: Int = 0, dataExamples: Int = 0) -> MemoryEstimate {
         let n = batch * length
-        let adaptable = model.adaptable
-        let trainable = adaptable.trainableParameters.reduce(0) { $0 + $1.value.count }
+        let trainable = model.trainableParameters.reduce(0) { $0 + $1.value.count }
         let frozen = model.frozenWeightBytes
         // Adapter buffers over all adapted modules: activations (h, dropout input and mask), gradients (dh, d drop(x)).
-        var adapterActivations = 0, adapterGradients = 0, adaptedModules = 0
-        for m in adaptable.linearModules {
+        var adapters = AdapterBufferCounts()
+        for m in model.linearModules {
             guard !m.isMerged, let a = m.adapter else { continue }
-            adaptedModules += 1
+            adapters.modules += 1
             let dropout = a.settings.dropout > 0
-            adapterActivations += n * a.rank + (dropout ? 2 * n * m.inFeatures : 0)
-            adapterGradients += n * a.rank + (dropout ? n * m.inFeatures : 0)
+            adapters.activations += n * a.rank + (dropout ? 2 * n * m.inFeatures : 0)
+            adapters.gradients += n * a.rank + (dropout ? n * m.inFeatures : 0)
         }
-        var activations = 0, head = 0, headDetail = "", activationDetail = ""
-        let recomputeApplies: Bool
-        switch model {
-        case .llama(let m):
-            recomputeApplies = true
-            let c = m.config.hiddenSize, i = m.config.intermediateSize, layers = m.config.numHiddenLayers
-            let q = m.config.numAttentionHeads * m.config.headDim, kv = m.config.numKeyValueHeads * m.config.headDim
-            let probabilities = batch * m.config.numAttentionHeads * length * length
-            // One block's saved activations (see LlamaDecoderLayer.activationBuffers).
-            let blockActivations = n * c                   // hidden (residual after attention)
-                + 2 * (n * c + n)                           // input and post-attention RMSNorm outputs, 1/rms
-                + n * (q + 2 * kv + c)                      // q, k, v, o outputs
-                + n * q + probabilities                     // attention output, probabilities
-                + n * (3 * i + c)                           // gate, up, SwiGLU output, down
-                + adapterActivations / max(layers, 1)
-            // One set of gradient buffers, shared by the blocks (BufferPool).
-            let gradients = n * c * 3                       // block hidden gradient, two norm input gradients
-                + n * (2 * q + c) + 2 * n * kv + batch * length * length   // context, dq, input; dk, dv; dP scratch
-                + n * (3 * i + c)                           // MLP hidden, gate, up gradients; MLP input gradient
-                + adapterGradients / max(layers, 1)
-            let ownedPerBlock = 2 * n * c                   // each block's output and input gradient
-            let modelLevel = 4 * n * c + n                 // embedding output, final norm output and 1/rms, its gradient, the head's input gradient
-            let kept = recompute ? blockActivations : layers * blockActivations
-            activations = 4 * (kept + gradients + layers * ownedPerBlock + modelLevel)
-            activationDetail = recompute
-                ? "\(layers) blocks, one shared set of activations (--recompute)"
-                : "\(layers) blocks × \(mib(4 * blockActivations)) each"
-            // [256, V] is reserved, but only the rows of counted targets are ever touched.
-            let chunk = min(256, n)
-            head = 4 * chunk * (m.config.vocabSize + 2 * c)
-            headDetail = "chunked loss: [\(chunk), \(m.config.vocabSize)] logits"
-        case .bert(let m):
-            recomputeApplies = false
-            let c = m.config.hiddenSize, i = m.config.intermediateSize, layers = m.config.numHiddenLayers
-            let probabilities = batch * m.config.numAttentionHeads * length * length
-            // Every layer owns its activations (q, k, v, attention output, attention dense, sum,
-            // LayerNorm with mean and 1/σ, intermediate, GELU, output dense, sum, LayerNorm) and its
-            // gradients (two LayerNorm input gradients, attended, context, input, dq, dk, dv,
-            // intermediate and GELU gradients, the dP scratch).
-            let perLayer = 10 * n * c + 2 * n * i + 4 * n + probabilities
-                + 8 * n * c + 2 * n * i + batch * length * length
-            // Three embedding outputs and their sum, the embedding LayerNorm (+ mean, 1/σ) and its
-            // input gradient, the encoder's incoming gradient.
-            let modelLevel = 7 * n * c + 2 * n
-            activations = 4 * (layers * perLayer + adapterActivations + adapterGradients + modelLevel)
-            activationDetail = "\(layers) layers × \(mib(4 * perLayer)) each (BERT keeps every layer's buffers)"
-            head = 4 * batch * (4 * c + 2 * m.config.numLabels)
-            headDetail = "pooler and classifier, [\(batch), \(m.config.numLabels)] logits"
-        }
+        let recomputeApplies = model.supportsActivationRecomputation
+        let part = model.activationEstimate(batch: batch, length: length, recompute: recompute && recomputeApplies, adapters: adapters)
         let data = dataTokens * 16 + dataExamples * 100
         // A checkpoint's optimizer file (m and v) is built in memory before it is written, on
         // top of everything else; the largest tensor is converted through one more buffer.
-        let largest = adaptable.trainableParameters.map(\.value.count).max() ?? 0
+        let largest = model.trainableParameters.map(\.value.count).max() ?? 0
         let checkpointWrite = 8 * trainable + 4 * largest
         let items = [
             Item(name: "frozen weights", bytes: frozen, detail: frozen == 0 ? "none (every weight trains)" : "as stored"),
             Item(name: "trainable parameters", bytes: trainable * 16,
                  detail: "\(trainable.formatted()) × (value + gradient + AdamW m, v)"
-                    + (adaptedModules > 0 ? " in \(adaptedModules) adapted modules" : "")),
-            Item(name: "activations", bytes: activations, detail: "batch \(batch) × \(length) tokens: " + activationDetail),
-            Item(name: "LM head / logits", bytes: head, detail: headDetail),
+                    + (adapters.modules > 0 ? " in \(adapters.modules) adapted modules" : "")),
+            Item(name: "activations", bytes: part.activationBytes, detail: "batch \(batch) × \(length) tokens: " + part.activationDetail),
+            Item(name: "LM head / logits", bytes: part.headBytes, detail: part.headDetail),
             Item(name: "checkpoint writing", bytes: checkpointWrite, detail: "the optimizer file (m, v) serialised in memory"),
             Item(name: "data", bytes: data, detail: "\(dataExamples) examples, \(dataTokens) tokens"),
             Item(name: "fixed overhead", bytes: fixedOverheadBytes, detail: "runtime, BLAS buffers, tokenizer"),
@@ -188,7 +140,6 @@ public struct MemoryEstimate: Sendable, Codable {
     }
 }
 
-func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 
 /// The memory a run may use: the kernel's MemAvailable and, when the process is in a cgroup
 /// with a limit, `memory.max`; the lower of the two.

@@ -95,7 +95,7 @@ public final class TrainingSession {
     public var afterStep: ((Trainer) -> Void)?
 
     /// - Parameter tests: held-out sets evaluated once at the end, on the kept model.
-    public init(model: PretrainedModel, configuration: TrainingConfiguration, train: [Example], valid: [Example],
+    public init(model: any PretrainedModel, configuration: TrainingConfiguration, train: [Example], valid: [Example],
                 tests: [(name: String, examples: [Example])] = [],
                 padId: Int, output: URL, labels: [String]?, resume: URL?, baseModel: String? = nil,
                 modelFiles: [String: Data] = [:], events: @escaping (TrainingEvent) -> Void) throws {
@@ -115,12 +115,12 @@ public final class TrainingSession {
             try Checkpoints.loadWeights(resume, into: model, full: configuration.full)
             state = s
         } else if configuration.full {
-            for (_, p) in model.adaptable.namedParameters { p.setTrainable(true) }
+            for (_, p) in model.namedParameters { p.setTrainable(true) }
         } else {
             var config = Self.loraConfig(configuration, model: model)
             config.baseModelNameOrPath = baseModel
-            do { try model.adaptable.checkTrainingTargets(config) } catch { throw TrainingError.invalidConfiguration(error.description) }
-            try model.adaptable.addAdapter(named: "default", config: config, seed: configuration.seed)
+            do { try model.checkTrainingTargets(config) } catch { throw TrainingError.invalidConfiguration(error.description) }
+            try model.addAdapter(named: "default", config: config, seed: configuration.seed)
         }
         trainer = try Trainer(model: model, configuration: configuration, examples: train, padId: padId)
         if let state, let resume {
@@ -140,11 +140,11 @@ public final class TrainingSession {
     }
 
     /// The PEFT config of the adapter a run trains.
-    public static func loraConfig(_ c: TrainingConfiguration, model: PretrainedModel) -> LoRAConfig {
+    public static func loraConfig(_ c: TrainingConfiguration, model: any PretrainedModel) -> LoRAConfig {
         let targets: LoRATargets = c.targets == ["all-linear"] ? .allLinear : .names(c.targets ?? model.defaultLoRATargets)
         return LoRAConfig(rank: c.rank, alpha: c.alpha, dropout: c.dropout, targets: targets,
                    useRSLoRA: c.rslora, initialization: c.initialization,
-                   modulesToSave: model.isClassifier ? ["classifier"] : nil, taskType: model.peftTaskType)
+                   modulesToSave: (model as? any SequenceClassifier)?.headModuleNames, taskType: model.task.rawValue)
     }
 
     public func run() throws -> TrainingSummary {
@@ -208,12 +208,11 @@ public final class TrainingSession {
         try writeLossCurve()
         let seconds = Date().timeIntervalSince(start)
         let peak = peakResidentBytes()   // of training, before the test sets
-        let report = trainer.model.adaptable
-        let (trainable, all) = report.parameterCounts
+        let (trainable, all) = trainer.model.parameterCounts
         return TrainingSummary(adapter: output.path, trainableParams: trainable, allParams: all, steps: trainer.step,
                                seconds: seconds, tokensPerSecond: Double(tokens) / max(seconds, 1e-9),
                                peakRssBytes: peak, finalTrainLoss: lastLoss, bestValid: bestScore.map { s in
-                                   trainer.model.isClassifier ? s : -s },
+                                   trainer.model.task == .sequenceClassification ? s : -s },
                                skippedSteps: trainer.skippedSteps, trainSeconds: trainSeconds,
                                examplesPerSecond: Double(examples) / max(trainSeconds, 1e-9), tests: try runTests())
     }
@@ -301,7 +300,7 @@ public final class TrainingSession {
                     if name != marker { weights.append(name) }
                 }
             } else {
-                try trainer.model.adaptable.savePEFTAdapter(named: "default", to: temporary)
+                try trainer.model.savePEFTAdapter(named: "default", to: temporary)
                 weights = ["adapter_model.safetensors"]
             }
             if let labels {

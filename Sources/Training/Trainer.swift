@@ -37,7 +37,7 @@ public struct EvaluationResult: Sendable, Codable {
 /// every weight with `full`. One `step()` is one optimizer update over `gradAccum` micro-batches,
 /// with global-norm clipping, the learning-rate schedule and non-finite detection.
 public final class Trainer {
-    public let model: PretrainedModel
+    public let model: any PretrainedModel
     public let configuration: TrainingConfiguration
     public let totalSteps: Int
     public private(set) var step = 0
@@ -48,7 +48,7 @@ public final class Trainer {
     public private(set) var skippedSteps = 0
     public var lastCheckpoint: String?
 
-    public init(model: PretrainedModel, configuration: TrainingConfiguration, examples: [Example], padId: Int) throws(TrainingError) {
+    public init(model: any PretrainedModel, configuration: TrainingConfiguration, examples: [Example], padId: Int) throws(TrainingError) {
         try configuration.validate()
         guard !examples.isEmpty else { throw .data("no training examples") }
         self.model = model
@@ -59,7 +59,7 @@ public final class Trainer {
         let (epochSteps, overflow) = perEpoch.multipliedReportingOverflow(by: configuration.epochs ?? 1)
         guard configuration.steps != nil || !overflow else { throw .invalidConfiguration("--epochs \(configuration.epochs ?? 1) is too many") }
         totalSteps = configuration.steps ?? epochSteps
-        let trainable = model.adaptable.trainableParameters
+        let trainable = model.trainableParameters
         guard !trainable.isEmpty else { throw .invalidConfiguration("the model has no trainable parameters") }
         optimizer = AdamW(parameters: trainable, learningRate: Float(configuration.learningRate),
                           weightDecay: Float(configuration.weightDecay))
@@ -69,7 +69,7 @@ public final class Trainer {
     /// skipped (no update) and counted, and too many in a row stop training.
     public func trainStep() throws -> StepRecord {
         let start = DispatchTime.now().uptimeNanoseconds
-        model.adaptable.setTraining(true)
+        model.setTraining(true)
         optimizer.zeroGradients()
         var lossSum = 0.0, tokens = 0, examples = 0
         for _ in 0..<configuration.gradAccum {
@@ -118,36 +118,35 @@ public final class Trainer {
     }
 
     /// Token-weighted mean loss (causal LM) or accuracy / macro-F1 / confusion (classification).
-    public static func evaluate(_ model: PretrainedModel, _ examples: [Example], batchSize: Int, padId: Int) throws -> EvaluationResult {
-        model.adaptable.setTraining(false)
-        defer { model.adaptable.setTraining(true) }
+    public static func evaluate(_ model: any PretrainedModel, _ examples: [Example], batchSize: Int, padId: Int) throws -> EvaluationResult {
+        model.setTraining(false)
+        defer { model.setTraining(true) }
         // Length-sorted windows cut padding; the totals do not depend on the order.
         var batcher = Batcher(examples: examples, batchSize: batchSize, seed: 0, shuffle: false, bucketByLength: true)
         var lossSum = 0.0, tokens = 0
         var confusion: [[Int]]? = nil
         for _ in 0..<batcher.batchesPerEpoch {
             let (batch, labels, _) = batcher.next(padId: padId)
-            switch model {
-            case .llama(let m):
-                // Targets counted as the model counts them: labels[t + 1] for t < T − 1.
-                var count = 0
-                for b in 0..<batch.batch {
-                    for t in 1..<batch.length where labels[b * batch.length + t] != ignoreIndex { count += 1 }
-                }
-                guard count > 0 else { continue }
-                lossSum += Double(try m.loss(batch, labels: labels, backward: false)) * Double(count)
-                tokens += count
-            case .bert(let m):
-                let k = m.config.numLabels
+            if let classifier = model as? any SequenceClassifier {
+                let k = classifier.labelNames.count
                 if confusion == nil { confusion = Array(repeating: Array(repeating: 0, count: k), count: k) }
-                lossSum += Double(try m.loss(batch, labels: labels, backward: false)) * Double(batch.batch)
+                lossSum += Double(try classifier.loss(batch, labels: labels, backward: false)) * Double(batch.batch)
                 tokens += batch.batch
-                let logits = m.classifier.output   // the logits of the batch just scored
+                let logits = classifier.lastLogits   // the logits of the batch just scored
                 for b in 0..<batch.batch where labels[b] >= 0 && labels[b] < k {
                     var best = 0
                     for j in 1..<k where logits[b * k + j] > logits[b * k + best] { best = j }
                     confusion?[labels[b]][best] += 1
                 }
+            } else {
+                // Next-token targets counted as the model counts them: labels[t + 1] for t < T − 1.
+                var count = 0
+                for b in 0..<batch.batch {
+                    for t in 1..<batch.length where labels[b * batch.length + t] != ignoreIndex { count += 1 }
+                }
+                guard count > 0 else { continue }
+                lossSum += Double(try model.loss(batch, labels: labels, backward: false)) * Double(count)
+                tokens += count
             }
         }
         var result = EvaluationResult(loss: tokens > 0 ? lossSum / Double(tokens) : .nan, tokens: tokens, examples: examples.count)
@@ -171,11 +170,11 @@ public final class Trainer {
 
     /// The dropout generators of every trainable adapter, in module order.
     var dropoutStates: [UInt64] {
-        model.adaptable.linearModules.compactMap { $0.adapter?.dropoutGenerator.state }
+        model.linearModules.compactMap { $0.adapter?.dropoutGenerator.state }
     }
 
     func restoreDropoutStates(_ states: [UInt64]) {
-        let adapters = model.adaptable.linearModules.compactMap(\.adapter)
+        let adapters = model.linearModules.compactMap(\.adapter)
         for (a, s) in zip(adapters, states) { a.dropoutGenerator = SplitMix64(seed: s) }
     }
 

@@ -120,7 +120,7 @@ struct Merge: ParsableCommand {
     func run() throws {
         let labels = try AdapterOptions.labels(of: adapters)
         let pretrained = try model.load(labels: labels)
-        let adaptable = pretrained.model.adaptable
+        let adaptable = pretrained.model
         try AdapterOptions.apply(adapters, merge: false, to: adaptable)
         for m in adaptable.linearModules where !m.activeAdapters.isEmpty {
             do { try m.fuse() } catch { throw CommandError(error.description) }
@@ -131,6 +131,10 @@ struct Merge: ParsableCommand {
         try HuggingFaceExport.write(pretrained.model, tokenizerFiles: files, tokenizer: pretrained.tokenizer, storage: storage, to: destination)
         let source = pretrained.report.storedTypes.values.sorted().first.map { _ in Set(pretrained.report.storedTypes.values).sorted().joined(separator: "/") } ?? "?"
         note("wrote \(destination.path): config.json, model.safetensors (\(storage.rawValue.uppercased()); source tensors \(source), merged in fp32, not re-quantised), \(files.keys.sorted().joined(separator: ", "))")
+        if files.isEmpty {
+            note("note: no tokenizer files written: the model's \(type(of: pretrained.tokenizer)) cannot be exported as tokenizer.json yet; "
+                + "copy tokenizer.json and tokenizer_config.json from the model's Hugging Face repository beside config.json")
+        }
     }
 }
 
@@ -161,8 +165,8 @@ struct Convert: ParsableCommand {
             if layers == nil, let model {
                 let location = try ModelStore().resolve(model) { note($0) }
                 let (loaded, _) = try ModelLoader.load(location.url)
-                guard case .llama(let llm) = loaded else { throw CommandError("mlx-lm adapters are for Llama-family models") }
-                layers = llm.config.numHiddenLayers
+                guard loaded.task == .causalLM else { throw CommandError("mlx-lm adapters are for causal language models; \(model) is a \(loaded.architecture) model") }
+                layers = loaded.attentionShape.layers
             }
             guard let layers else { throw CommandError("give --model or --num-layers (mlx-lm counts adapted layers from the end)") }
             try MLXAdapterConversion.peftToMLX(source, numHiddenLayers: layers, output: destination)

@@ -95,16 +95,12 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         let pretrained = try modelOption.load(labels: ["negative", "positive"], seed: 0, precision: precision)
-        let model = pretrained.model.adaptable
+        let model = pretrained.model
         var generator = SplitMix64(seed: 1234)
-        let vocabulary: Int
-        var labels: [Int] = []
-        switch pretrained.model {
-        case .llama(let llm): vocabulary = llm.config.vocabSize
-        case .bert(let bert): vocabulary = bert.config.vocabSize
-        }
+        let vocabulary = model.vocabularySize
+        let labels: [Int]
         let ids = (0..<batchSize * seqLen).map { _ in Int(generator.next() % UInt64(vocabulary)) }
-        if pretrained.model.isClassifier { labels = (0..<batchSize).map { _ in Int(generator.next() % 2) } } else { labels = ids }
+        if model.task == .sequenceClassification { labels = (0..<batchSize).map { _ in Int(generator.next() % 2) } } else { labels = ids }
         let batch = TokenBatch(batch: batchSize, length: seqLen, inputIds: ids)
 
         if full {
@@ -112,7 +108,7 @@ struct BenchTrain: ParsableCommand {
         } else {
             let names = targets.map { $0.split(separator: ",").map(String.init) } ?? pretrained.model.defaultLoRATargets
             var config = LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: names == ["all-linear"] ? .allLinear : .names(names))
-            config.taskType = pretrained.model.peftTaskType
+            config.taskType = pretrained.model.task.rawValue
             _ = try model.addAdapter(named: "default", config: config, seed: 1)
         }
         pretrained.model.setActivationRecomputation(recompute)
@@ -212,11 +208,11 @@ struct BenchInfer: ParsableCommand {
 
     func run() throws {
         let pretrained = try modelOption.load(precision: precision)
-        guard case .llama(let llm) = pretrained.model else { throw CommandError("bench infer needs a Llama-family model") }
+        guard let llm = pretrained.model as? any CausalLanguageModel & PretrainedModel else { throw CommandError("bench infer needs a causal language model (Llama or Gemma 3); this is a \(pretrained.model.architecture) model") }
         try AdapterOptions.apply(adapters, merge: merge, to: llm)
         if randomAdapter {
             var config = LoRAConfig(rank: 8, alpha: 16, dropout: 0, targets: .names(pretrained.model.defaultLoRATargets))
-            config.taskType = pretrained.model.peftTaskType
+            config.taskType = pretrained.model.task.rawValue
             _ = try llm.addAdapter(named: "bench", config: config, seed: 7)
             var g = SplitMix64(seed: 8)
             for (_, p) in llm.namedAdapterParameters where p.name == "lora_B" {
@@ -228,7 +224,7 @@ struct BenchInfer: ParsableCommand {
         }
         llm.setTraining(false)
         var generator = SplitMix64(seed: 99)
-        let prompt = (0..<promptTokens).map { _ in Int(generator.next() % UInt64(llm.config.vocabSize)) }
+        let prompt = (0..<promptTokens).map { _ in Int(generator.next() % UInt64(llm.vocabularySize)) }
         if paired { return try runPaired(llm, prompt: prompt) }
         var prefill: [Double] = [], decode: [Double] = []
         for run in 0...repeats {
@@ -257,22 +253,22 @@ struct BenchInfer: ParsableCommand {
 
 extension BenchInfer {
     /// Seconds of the prefill and of `newTokens` greedy decoding steps.
-    func measure(_ llm: LlamaForCausalLM, prompt: [Int]) throws -> (prefill: Double, decode: Double) {
+    func measure(_ llm: any CausalLanguageModel & PretrainedModel, prompt: [Int]) throws -> (prefill: Double, decode: Double) {
         let cache = llm.makeCache(capacity: promptTokens + newTokens)
         var start = monotonicSeconds()
-        var logits = try llm.forwardCached(prompt, cache: cache)
+        var logits = try llm.forwardCached(prompt, cache: cache, allLogits: false)
         let prefill = monotonicSeconds() - start
         var sampler = Sampler()
         start = monotonicSeconds()
         for _ in 0..<newTokens {
-            let next = sampler.sample(logits.data, count: llm.config.vocabSize)
-            logits = try llm.forwardCached([next], cache: cache)
+            let next = sampler.sample(logits.data, count: llm.vocabularySize)
+            logits = try llm.forwardCached([next], cache: cache, allLogits: false)
         }
         return (prefill, monotonicSeconds() - start)
     }
 
     /// Base, unmerged and merged in turn in every repetition (after one warm-up round).
-    func runPaired(_ llm: LlamaForCausalLM, prompt: [Int]) throws {
+    func runPaired(_ llm: any CausalLanguageModel & PretrainedModel, prompt: [Int]) throws {
         var decode: [String: [Double]] = [:]
         var mergedOverBase: [Double] = [], unmergedOverBase: [Double] = []
         for round in 0...repeats {

@@ -54,19 +54,16 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         let pretrained = try model.load()
-        let configuration: Data = switch pretrained.model {
-        case .llama(let m): try JSONEncoder().encode(m.config)
-        case .bert(let m): try JSONEncoder().encode(m.config)
-        }
+        let configuration = try pretrained.model.configurationJSON()
         let config = (try? JSONDecoder().decode([String: JSONValue].self, from: configuration)) ?? [:]
         var types: [String: Int] = [:]
         for (_, type) in pretrained.report.storedTypes { types[type, default: 0] += 1 }
-        let parameters = pretrained.model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.count }
+        let parameters = pretrained.model.namedParameters.reduce(0) { $0 + $1.parameter.count }
         let template: String = switch pretrained.chatTemplate {
         case .success(let template): template.description
         case .failure(let error): error.description
         }
-        let moduleList = Self.moduleList(pretrained.model.adaptable)
+        let moduleList = Self.moduleList(pretrained.model)
         let report = Report(source: pretrained.report.source, architecture: pretrained.model.architecture,
                             configuration: config, parameters: parameters, tensorTypes: types,
                             vocabularySize: pretrained.tokenizer.vocabularySize, chatTemplate: template,
@@ -79,7 +76,7 @@ struct Inspect: ParsableCommand {
             for m in moduleList {
                 print("  \(m.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(m.inFeatures) → \(m.outFeatures)  ×\(m.count)  (e.g. \(m.example))")
             }
-            print("all-linear: every module above\(pretrained.model.isClassifier ? " except classifier" : ""). Embeddings and the LM head are not adaptable.")
+            print("all-linear: every module above\(pretrained.model.task == .sequenceClassification ? " except classifier" : ""). Embeddings and the LM head are not adaptable.")
             return
         }
         print("source:        \(report.source)")
@@ -311,18 +308,19 @@ struct Classify: ParsableCommand {
     func run() throws {
         let labels = try AdapterOptions.labels(of: adapterOptions.adapters)
         let pretrained = try model.load(labels: labels, newHead: adapterOptions.adapters.isEmpty ? .untrained : .silent)
-        guard case .bert(let bert) = pretrained.model else {
-            throw CommandError("classify needs a BERT-family encoder with a classification head (such as all-minilm-l6-v2 with an adapter from lora train); \(model.model) is a causal language model")
+        guard let bert = pretrained.model as? any SequenceClassifier else {
+            throw CommandError("classify needs a sequence classifier, a BERT-family encoder with a classification head (such as all-minilm-l6-v2 with an adapter from lora train); \(model.model) is a \(pretrained.model.architecture) causal language model")
         }
         try adapterOptions.apply(to: bert)
         bert.setTraining(false)
-        let limit = min(maxSeqLen ?? bert.config.maxPositionEmbeddings, bert.config.maxPositionEmbeddings)
+        let positions = bert.hardPositionLimit ?? bert.maxPositionEmbeddings
+        let limit = min(maxSeqLen ?? positions, positions)
         let (batch, truncated) = try paddedBatch(text, tokenizer: pretrained.tokenizer, padId: pretrained.tokenizer.padTokenId ?? 0, maxLength: limit)
         if truncated > 0 { note("note: \(count(truncated, "text")) longer than \(limit) tokens truncated to \(limit)") }
         let logits = try bert.logits(batch)
         let k = logits.rowLength
         let rows = (0..<batch.batch).map { b in (0..<k).map { Double(logits[b * k + $0]) } }
-        let names = (0..<k).map { bert.config.id2label[$0] ?? String($0) }
+        let names = bert.labelNames
         let predictions = zip(text, rows).map { t, row -> Prediction in
             let best = row.indices.max { row[$0] < row[$1] } ?? 0
             let top = row.max() ?? 0
@@ -360,15 +358,15 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         let pretrained = try model.load()
-        guard case .bert(let bert) = pretrained.model else {
-            throw CommandError("embed needs a BERT-family encoder (such as all-minilm-l6-v2); \(model.model) is a causal language model")
+        guard let bert = pretrained.model as? any SentenceEncoder else {
+            throw CommandError("embed needs a sentence encoder, a BERT-family model (such as all-minilm-l6-v2); \(model.model) is a \(pretrained.model.architecture) causal language model")
         }
         bert.setTraining(false)
         var isDirectory: ObjCBool = false
         let source = URL(fileURLWithPath: pretrained.report.source)
         let pooling = FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory) && isDirectory.boolValue
             ? try SentencePooling.of(directory: source) : SentencePooling()
-        let positions = bert.config.maxPositionEmbeddings
+        let positions = bert.hardPositionLimit ?? bert.maxPositionEmbeddings
         let limit = min(maxSeqLen ?? pooling.maxSequenceLength ?? positions, positions)
         let (batch, truncated) = try paddedBatch([text], tokenizer: pretrained.tokenizer, padId: pretrained.tokenizer.padTokenId ?? 0, maxLength: limit)
         if truncated > 0 {

@@ -40,7 +40,7 @@ struct Quickstart: ParsableCommand {
         print("   e.g. \(test[0].request.debugDescription) → \(test[0].json)")
 
         let pretrained = try ModelOption.parse(["--model", model]).load()
-        guard case .llama(let llm) = pretrained.model else { throw CommandError("the quickstart needs a causal language model") }
+        guard let llm = pretrained.model as? any CausalLanguageModel & PretrainedModel else { throw CommandError("the quickstart needs a causal language model") }
         llm.setTraining(false)
 
         print("2. Base model on the held-out test split:")
@@ -105,7 +105,7 @@ struct Quickstart: ParsableCommand {
     }
 
     /// Greedy answers (up to 48 tokens, stopping at EOS) and their exact-match accuracy.
-    func exactMatch(_ llm: LlamaForCausalLM, _ tokenizer: any Tokenizer, _ items: [QuickstartTask.Item], stop: Set<Int>) throws
+    func exactMatch(_ llm: any CausalLanguageModel, _ tokenizer: any Tokenizer, _ items: [QuickstartTask.Item], stop: Set<Int>) throws
         -> (correct: Int, accuracy: Double, answers: [String]) {
         var answers: [String] = [], correct = 0
         for (i, item) in items.enumerated() {

@@ -24,18 +24,13 @@ struct ModelOption: ParsableArguments {
     /// that score and generate, with `adapters` loaded (and merged, with --merge).
     func loadCausalLM(precision: FrozenPrecision = .fp32, adapters: AdapterOptions) throws -> LoadedCausalLM {
         let location = try ModelStore().resolve(model) { note($0) }
-        let start = Date()
-        let lm: LoadedCausalLM
-        do {
-            lm = try CausalLanguageModels.load(location.url, frozen: precision)
-        } catch {
-            guard case .invalidInput(let why) = error, why.contains("BERT-family") else { throw error }
-            throw CommandError("this command needs a causal language model (Llama or Gemma 3, such as smollm2-135m-instruct); \(model) is a BERT-family encoder")
+        let pretrained = try Self.load(location, precision: precision)
+        guard let lm = pretrained.model as? any CausalLanguageModel & PretrainedModel else {
+            throw CommandError("this command needs a causal language model (Llama or Gemma 3, such as smollm2-135m-instruct); \(model) is a \(pretrained.model.architecture) model")
         }
-        note(String(format: "loaded %@ (%@) in %.2f s", location.url.lastPathComponent, lm.architecture, Date().timeIntervalSince(start)))
-        try adapters.apply(to: lm.adaptable)
-        lm.adaptable.setTraining(false)
-        return lm
+        try adapters.apply(to: lm)
+        lm.setTraining(false)
+        return LoadedCausalLM(model: lm, tokenizer: pretrained.tokenizer, chatTemplate: pretrained.chatTemplate)
     }
 
     /// What to say about a classification head the checkpoint lacks (freshly initialised).
@@ -70,26 +65,15 @@ struct ModelOption: ParsableArguments {
     }
 }
 
-/// What kind of model a location holds, read from its header alone (before loading weights).
-enum ModelFamily {
-    /// A causal language model (Llama family).
-    case decoder
-    /// A BERT-family encoder (classification, embeddings).
-    case encoder
-    /// Something else; loading it says why it is not supported.
-    case other
-
-    static func of(_ url: URL) throws -> ModelFamily {
-        if url.pathExtension.lowercased() == "gguf" { return .decoder }
-        let configURL = url.appendingPathComponent("config.json")
-        guard let data = try? Data(contentsOf: configURL),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return .other }
-        switch json["model_type"] as? String {
-        case "llama": return .decoder
-        case "bert": return .encoder
-        default: return .other
-        }
+/// What a location holds, read from its header alone (before loading weights): the registered
+/// architecture's task, or nil when it is not supported (loading then says why).
+func modelTask(of url: URL) -> ModelTask? {
+    if url.pathExtension.lowercased() == "gguf" {
+        let name = (try? GGUFFile(url: url))?.metadata["general.architecture"]?.string ?? ""
+        return ModelRegistry.gguf(architecture: name)?.task
     }
+    guard let (type, _, _) = try? ModelLoader.huggingFaceModelType(directory: url) else { return nil }
+    return ModelRegistry.huggingFace(modelType: type)?.task
 }
 
 /// "1 example", "3 examples".

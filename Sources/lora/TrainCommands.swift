@@ -165,14 +165,14 @@ struct Train: ParsableCommand {
         let available = AvailableMemory.current()
         let location = try ModelStore().resolve(inputs.model) { note($0) }
         // The task follows the model unless given; a task the model cannot do is explained.
-        let family = try ModelFamily.of(location.url)
+        let family = modelTask(of: location.url)
         let taskGiven = task != nil || file.taskGiven
-        if !taskGiven { settings.task = family == .encoder ? .classification : .causalLM }
+        if !taskGiven { settings.task = family == .sequenceClassification ? .classification : .causalLM }
         switch (settings.task, family) {
-        case (.classification, .decoder):
-            throw CommandError("--task classification needs a BERT-family encoder (such as all-minilm-l6-v2); \(inputs.model) is a Llama-family causal language model, which trains with --task causal-lm")
-        case (.causalLM, .encoder):
-            throw CommandError("\(inputs.model) is a BERT-family encoder: it trains with --task classification on {\"text\", \"label\"} rows; causal language modelling needs a Llama-family model (such as smollm2-135m-instruct)")
+        case (.classification, .causalLM):
+            throw CommandError("--task classification needs a BERT-family encoder (such as all-minilm-l6-v2); \(inputs.model) is a causal language model, which trains with --task causal-lm")
+        case (.causalLM, .sequenceClassification):
+            throw CommandError("\(inputs.model) is a BERT-family encoder: it trains with --task classification on {\"text\", \"label\"} rows; causal language modelling needs a Llama or Gemma 3 model (such as smollm2-135m-instruct)")
         default: break
         }
         if settings.earlyStoppingPatience != nil && inputs.valid == nil {
@@ -226,10 +226,10 @@ struct Train: ParsableCommand {
         }
         let validExamples = try inputs.valid.map { try heldOut($0, "validation") } ?? []
         let testSets = try inputs.tests.map { (name: $0.path, examples: try heldOut($0, "test \($0.path)")) }
-        if case .bert(let bert) = pretrained.model {
+        if let limit = pretrained.model.hardPositionLimit {
             let longest = (train + validExamples + testSets.flatMap(\.examples)).map(\.ids.count).max() ?? 0
-            if longest > bert.config.maxPositionEmbeddings {
-                throw CommandError("an example is \(longest) tokens long, more than the model's \(bert.config.maxPositionEmbeddings) positions; use --max-seq-len \(bert.config.maxPositionEmbeddings) or less")
+            if longest > limit {
+                throw CommandError("an example is \(longest) tokens long, more than the model's \(limit) positions; use --max-seq-len \(limit) or less")
             }
         }
         if settings.earlyStoppingPatience != nil && settings.evalEvery == nil {
@@ -251,7 +251,7 @@ struct Train: ParsableCommand {
                                           output: outputURL, labels: labels, resume: resumeURL,
                                           baseModel: location.known?.huggingFaceId ?? location.url.path, modelFiles: modelFiles,
                                           events: progress.handle)
-        note(pretrained.model.adaptable.trainableParameterReport() + "; " + count(session.trainer.totalSteps, "step"))
+        note(pretrained.model.trainableParameterReport() + "; " + count(session.trainer.totalSteps, "step"))
 
         // Memory: the estimated peak against what the machine has (see MemoryEstimate).
         let everything = train + validExamples + testSets.flatMap(\.examples)
@@ -462,12 +462,11 @@ struct Eval: ParsableCommand {
     func run() throws {
         var labels = try AdapterOptions.labels(of: adapterOptions.adapters).map { LabelMap(labels: $0) }
         let pretrained = try model.load(labels: labels?.labels, newHead: adapterOptions.adapters.isEmpty ? .untrained : .silent)
-        try adapterOptions.apply(to: pretrained.model.adaptable)
-        let task: TrainingTask = if case .bert = pretrained.model { .classification } else { .causalLM }
+        try adapterOptions.apply(to: pretrained.model)
+        let classifier = pretrained.model as? any SequenceClassifier
+        let task: TrainingTask = classifier == nil ? .causalLM : .classification
         let labelsFromModel = labels == nil
-        if task == .classification && labels == nil, case .bert(let m) = pretrained.model {
-            labels = LabelMap(labels: (0..<m.config.numLabels).map { m.config.id2label[$0] ?? String($0) })
-        }
+        if labels == nil, let classifier { labels = LabelMap(labels: classifier.labelNames) }
         let examples: [Example]
         do {
             (examples, _, _) = try Dataset.load(URL(fileURLWithPath: data), task: task, tokenizer: pretrained.tokenizer,

@@ -23,7 +23,7 @@ struct TrainCLITests {
         let tokenizerDir = fixturesDirectory.appendingPathComponent("tokenizers/tiny-bpe-digits")
         var files: [String: Data] = [:]
         for name in ["tokenizer.json", "tokenizer_config.json"] { files[name] = try Data(contentsOf: tokenizerDir.appendingPathComponent(name)) }
-        try HuggingFaceExport.write(.llama(model), tokenizerFiles: files, tokenizer: nil, storage: .f32, to: dir)
+        try HuggingFaceExport.write(model, tokenizerFiles: files, tokenizer: nil, storage: .f32, to: dir)
         return dir
     }
 

@@ -85,6 +85,55 @@ struct Gemma3Tests {
         #expect(losses.allSatisfy(\.isFinite) && losses.last! < 0.5 * losses.first!)
     }
 
+    /// The GGUF with PEFT's adapter merged, written as a transformers `gemma3_text` folder and read
+    /// back from it alone: PEFT's merge_and_unload log-probabilities (adapters/gemma3-qvd).
+    @Test func mergedFolderRoundTripsAndMatchesPEFT() throws {
+        struct Expected: Decodable {
+            struct Input: Decodable { let ids: [Int] }
+            let inputs: [Input]; let merged: [[Double]]
+        }
+        let url = try realModel(.gemma3)
+        let adapter = fixturesDirectory.appendingPathComponent("adapters/gemma3-qvd")
+        let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: adapter.appendingPathComponent("expected.json")))
+        let (model, _) = try ModelLoader.loadGGUF(url)
+        _ = try model.loadPEFTAdapter(from: adapter)
+        try model.mergeAdapters()
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-gemma-merged-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try HuggingFaceExport.write(model, tokenizerFiles: [:], tokenizer: nil, storage: .f32, to: dir)
+        let (reloaded, _) = try ModelLoader.loadHuggingFace(directory: dir)
+        let gemma = try #require(reloaded as? Gemma3ForCausalLM)
+        #expect(gemma.config == (model as? Gemma3ForCausalLM)?.config)
+        var worst = 0.0
+        for (input, reference) in zip(expected.inputs, expected.merged) {
+            let ours = try gemma.tokenLogProbabilities(input.ids)
+            #expect(ours.count == reference.count)
+            worst = max(worst, zip(ours, reference).map { abs($0 - $1) }.max() ?? .infinity)
+        }
+        print("Gemma 3 merged, written as gemma3_text and reloaded: max |Δ log p| vs PEFT merge_and_unload \(worst)")
+        #expect(worst <= 1e-3)
+        // The folder's tokenizer is not read yet, so the commands refuse it by name instead of misreading it.
+        #expect { try Pretrained.load(dir) } throws: { "\($0)".contains("SentencePiece tokenizer.json is not read yet") }
+    }
+
+    /// transformers 4.x's keys (rope_theta, rope_local_base_freq, sliding_window_pattern) give the
+    /// same configuration as 5.x's; what the model does not compute is refused by name.
+    @Test func huggingFaceConfigurationKeys() throws {
+        func config(_ extra: String) throws(ModelError) -> Gemma3Configuration {
+            let json = #"{"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 6, "num_attention_heads": 2, "# +
+                #""num_key_value_heads": 1, "head_dim": 8, "sliding_window": 4, "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 8"# + extra + "}"
+            return try Gemma3Configuration(huggingFace: Data(json.utf8), path: "config.json")
+        }
+        let v5 = try config(#", "layer_types": ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "full_attention"], "rope_parameters": {"full_attention": {"rope_theta": 500000.0, "rope_type": "default"}, "sliding_attention": {"rope_theta": 5000.0, "rope_type": "default"}}"#)
+        let v4 = try config(#", "sliding_window_pattern": 3, "rope_theta": 500000.0, "rope_local_base_freq": 5000.0, "rope_scaling": null"#)
+        #expect(v5 == v4 && v5.slidingWindowPattern == 3 && v5.ropeTheta == 500_000 && v5.ropeLocalTheta == 5_000)
+        #expect(!v5.isSliding(2) && v5.isSliding(3))
+        for (extra, named) in [(#", "final_logit_softcapping": 30.0"#, "final_logit_softcapping"), (#", "hidden_activation": "relu""#, "relu"),
+                               (#", "tie_word_embeddings": false"#, "untied"), (#", "rope_scaling": {"rope_type": "linear", "factor": 8}"#, "rope_scaling")] {
+            #expect { try config(extra) } throws: { "\($0)".contains(named) }
+        }
+    }
+
     @Test func wrongFilesAreRefusedByName() throws {
         let smol = try GGUFFile(url: try realModel(.smolLM2))
         #expect {

@@ -70,7 +70,7 @@ struct GenerationTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data(#"{"model_type": "gpt2"}"#.utf8).write(to: dir.appendingPathComponent("config.json"))
-        #expect(throws: ModelError.unsupportedArchitecture("model_type 'gpt2' in \(dir.appendingPathComponent("config.json").path) (supported: llama, bert)")) {
+        #expect(throws: ModelError.unsupportedArchitecture("model_type 'gpt2' in \(dir.appendingPathComponent("config.json").path) (supported: llama, bert, gemma3_text)")) {
             _ = try ModelLoader.load(dir)
         }
         try Data(#"{"model_type": "bert", "vocab_size": 10}"#.utf8).write(to: dir.appendingPathComponent("config.json"))

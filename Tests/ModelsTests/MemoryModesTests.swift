@@ -45,11 +45,11 @@ struct MemoryModesTests {
     @Test func packedBF16WeightsComputeWithTheirDecodedValues() throws {
         // Reference: fp32 weights rounded to bf16 by hand. Packed: the same weights stored bf16.
         let reference = try Self.adaptedTinyLlama(dropout: 0), packed = try Self.adaptedTinyLlama(dropout: 0)
-        for (_, p) in PretrainedModel.llama(reference).packableParameters {
+        for (_, p) in reference.packableParameters {
             for i in 0..<p.value.count { p.value[i] = Float(bitPattern: UInt32(bfloat16Bits(p.value[i])) << 16) }
         }
-        try PretrainedModel.llama(packed).compressFrozenWeights(to: .bf16)
-        let packedWeights = PretrainedModel.llama(packed).packableParameters.compactMap(\.parameter.packed)
+        try packed.compressFrozenWeights(to: .bf16)
+        let packedWeights = packed.packableParameters.compactMap(\.parameter.packed)
         #expect(packedWeights.count == 2 * 7 + 1)   // 7 linear weights per block, the tied embedding
         // Products in fp32 on the decoded weights: the same numbers as the rounded fp32 model.
         for w in packedWeights { w.bf16Products = false }
@@ -84,7 +84,7 @@ struct MemoryModesTests {
                                            intermediateSize: 32, maxPositionEmbeddings: 8, numLabels: 3)
         let model = try BertForSequenceClassification(config)
         ModelBehaviourTests.randomise(model, seed: 300)
-        let pretrained = PretrainedModel.bert(model)
+        let pretrained = model
         let parameterCount = model.namedParameters.reduce(0) { $0 + $1.parameter.count }
         try pretrained.compressFrozenWeights(to: .bf16)
         let packed = model.namedParameters.filter { $0.parameter.packed != nil }.map(\.name)
@@ -102,7 +102,7 @@ struct MemoryModesTests {
     /// the same values as the fp32 load, decoded tile by tile.
     @Test func smolLM2WithQuantisedBlocksMatchesTransformers() throws {
         let (loaded, _) = try ModelLoader.loadGGUF(try realModel(.smolLM2), frozen: .q)
-        guard case .llama(let model) = loaded else { Issue.record("SmolLM2 did not load as Llama"); return }
+        guard let model = loaded as? LlamaForCausalLM else { Issue.record("SmolLM2 did not load as Llama"); return }
         #expect(model.layers[0].selfAttn.qProj.base.weight.packed?.encoding == "Q4_1")
         #expect(loaded.frozenWeightBytes < 120 << 20, "frozen weights take \(loaded.frozenWeightBytes) bytes")
         model.setTraining(false)

@@ -32,9 +32,9 @@ struct PEFTAdapterTests {
     }
 
     /// The base model an adapter fixture was made for.
-    static func baseModel(_ base: String) throws -> PretrainedModel { try baseModelAndReport(base).0 }
+    static func baseModel(_ base: String) throws -> any PretrainedModel { try baseModelAndReport(base).0 }
 
-    static func baseModelAndReport(_ base: String) throws -> (PretrainedModel, LoadReport) {
+    static func baseModelAndReport(_ base: String) throws -> (any PretrainedModel, LoadReport) {
         switch base {
         case "tiny-llama", "tiny-bert":
             return try ModelLoader.loadHuggingFace(directory: fixturesDirectory.appendingPathComponent(base))
@@ -45,11 +45,12 @@ struct PEFTAdapterTests {
     }
 
     /// Log-probabilities (causal LM) or logits (classification), one list per input.
-    static func outputs(_ model: PretrainedModel, _ expected: Expected) throws -> [[Double]] {
-        switch model {
-        case .llama(let m):
+    static func outputs(_ model: any PretrainedModel, _ expected: Expected) throws -> [[Double]] {
+        if let m = model as? any CausalLanguageModel {
             return try expected.inputs.map { try m.tokenLogProbabilities($0.ids) }
-        case .bert(let m):
+        }
+        let m = try #require(model as? any SequenceClassifier)
+        do {
             return try expected.inputs.map { input in
                 let batch = TokenBatch(batch: 1, length: input.ids.count, inputIds: input.ids,
                                        attentionMask: input.attention_mask, tokenTypeIds: input.token_type_ids)
@@ -70,7 +71,7 @@ struct PEFTAdapterTests {
     static func check(_ name: String, directory: URL? = nil) throws {
         let expected = try expected(name)
         var (model, report) = try baseModelAndReport(expected.base)
-        let adaptable = model.adaptable
+        let adaptable = model
         adaptable.setTraining(false)
         // The fixture's freshly initialised head, when the base checkpoint has none.
         let head = adaptersDirectory.appendingPathComponent("\(name)/base_classifier.safetensors")
@@ -120,7 +121,7 @@ struct PEFTAdapterTests {
     func weightedCombinationsMatchPEFT(name: String, sources: [String], weights: [Double], method: AdapterCombination) throws {
         let expected = try Self.expected("tiny-llama-combine/\(name)")
         let model = try Self.baseModel(expected.base)
-        let adaptable = model.adaptable
+        let adaptable = model
         for s in sources { try adaptable.loadPEFTAdapter(from: Self.adaptersDirectory.appendingPathComponent("tiny-llama-combine/\(s)"), named: s) }
         try adaptable.addWeightedAdapter(sources, weights: weights, named: name, combination: method)
         try adaptable.setActiveAdapters([name])
@@ -138,7 +139,7 @@ struct PEFTAdapterTests {
     @Test func saveLoadRoundTripIsExact() throws {
         let name = "tiny-bert-cls"
         let expected = try Self.expected(name)
-        let model = try Self.baseModel(expected.base).adaptable
+        let model = try Self.baseModel(expected.base)
         let config = try model.loadPEFTAdapter(from: Self.adaptersDirectory.appendingPathComponent(name))
         let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-roundtrip-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -171,7 +172,7 @@ struct MLXConversionTests {
         #expect(file.names.filter { $0.hasSuffix(".lora_b") }.allSatisfy { (try? file.entry($0).shape[0]) == rank })
         try MLXAdapterConversion.mlxToPEFT(mlx, output: back)
         let model = try PEFTAdapterTests.baseModel(expected.base)
-        try model.adaptable.loadPEFTAdapter(from: back)
+        try model.loadPEFTAdapter(from: back)
         let e = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(model, expected), expected.adapted, kind: expected.kind)
         print("[\(name)] PEFT → MLX (rank \(rank)) → PEFT: log-probabilities vs PEFT's \(e)")
         #expect(e <= 1e-4)
@@ -204,19 +205,19 @@ struct WrittenAdapterTests {
         }
     }
 
-    static func export(_ name: String, model: PretrainedModel, fixture: String, root: URL) throws {
+    static func export(_ name: String, model: any PretrainedModel, fixture: String, root: URL) throws {
         let expected = try PEFTAdapterTests.expected(fixture)
         let dir = root.appendingPathComponent(name)
-        try model.adaptable.savePEFTAdapter(to: dir)
-        model.adaptable.setTraining(false)
+        try model.savePEFTAdapter(to: dir)
+        model.setTraining(false)
         let ours = try PEFTAdapterTests.outputs(model, expected)
         // Reload into a fresh base: identical outputs.
         let fresh = try PEFTAdapterTests.baseModel(expected.base)
-        if case .bert(let original) = model, case .bert(let copy) = fresh {
+        if let original = model as? BertForSequenceClassification, let copy = fresh as? BertForSequenceClassification {
             // The classification head of a fresh base is random: use the same one.
             copy.classifier.base.weight.value.copy(from: original.classifier.base.weight.value)
         }
-        try fresh.adaptable.loadPEFTAdapter(from: dir)
+        try fresh.loadPEFTAdapter(from: dir)
         let reloaded = try PEFTAdapterTests.outputs(fresh, expected)
         #expect(PEFTAdapterTests.difference(reloaded, ours, kind: expected.kind) == 0, "\(name)")
         var inputs: [[String: [Int]]] = []
@@ -227,9 +228,9 @@ struct WrittenAdapterTests {
             inputs.append(row)
         }
         let json: [String: Any] = ["base": expected.base, "kind": expected.kind, "inputs": inputs, "adapted": ours,
-                                   "adapted_module_names": model.adaptable.linearModules.filter { !$0.activeAdapters.isEmpty }.map(\.name).sorted()]
+                                   "adapted_module_names": model.linearModules.filter { !$0.activeAdapters.isEmpty }.map(\.name).sorted()]
         try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: dir.appendingPathComponent("swift_outputs.json"))
-        print("[\(name)] written to \(dir.path): \(model.adaptable.trainableParameterReport())")
+        print("[\(name)] written to \(dir.path): \(model.trainableParameterReport())")
     }
 
     static var root: URL {
@@ -245,8 +246,8 @@ struct WrittenAdapterTests {
                                 taskType: "CAUSAL_LM")
         config.rankPattern = [("v_proj", 2)]
         config.alphaPattern = [("model.layers.1.mlp.down_proj", 3)]
-        try llama.adaptable.addAdapter(named: "default", config: config, seed: 3)
-        guard case .llama(let l) = llama else { return }
+        try llama.addAdapter(named: "default", config: config, seed: 3)
+        guard let l = llama as? LlamaForCausalLM else { return }
         try Self.train(l, steps: 5) {
             try l.loss(ModelBehaviourTests.tokensForVocabulary(256), labels: ModelBehaviourTests.tokensForVocabulary(256).inputIds, backward: true)
         }
@@ -257,8 +258,8 @@ struct WrittenAdapterTests {
         var bertConfig = LoRAConfig(rank: 4, alpha: 16, targets: .names(["query", "value", "dense"]), modulesToSave: ["classifier"],
                                     taskType: "SEQ_CLS")
         bertConfig.initialization = .kaimingUniform
-        try bert.adaptable.addAdapter(named: "default", config: bertConfig, seed: 4)
-        guard case .bert(let b) = bert else { return }
+        try bert.addAdapter(named: "default", config: bertConfig, seed: 4)
+        guard let b = bert as? BertForSequenceClassification else { return }
         let expected = try PEFTAdapterTests.expected("tiny-bert-cls")
         let batch = TokenBatch(batch: expected.inputs.count, length: expected.inputs[0].ids.count,
                                inputIds: expected.inputs.flatMap(\.ids), attentionMask: expected.inputs.flatMap { $0.attention_mask ?? [] },
@@ -271,7 +272,7 @@ struct WrittenAdapterTests {
     @Test func realAdapterRewritten() throws {
         let root = Self.root
         let model = try PEFTAdapterTests.baseModel("smollm2-135m-instruct")
-        try model.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("smollm2-qkvod"))
+        try model.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("smollm2-qkvod"))
         try Self.export("smollm2-rewritten", model: model, fixture: "smollm2-qkvod", root: root)
         if ProcessInfo.processInfo.environment["LORA_EXPORT_ADAPTERS_DIR"] == nil { try? FileManager.default.removeItem(at: root) }
     }
@@ -283,13 +284,13 @@ struct MergedExportTests {
     func mergedDirectoryReloadsWithPEFTsMergedOutputs(name: String) throws {
         let expected = try PEFTAdapterTests.expected(name)
         let model = try PEFTAdapterTests.baseModel(expected.base)
-        try model.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent(name))
-        for m in model.adaptable.linearModules where !m.activeAdapters.isEmpty { try m.fuse() }
+        try model.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent(name))
+        for m in model.linearModules where !m.activeAdapters.isEmpty { try m.fuse() }
         let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-merged-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         try HuggingFaceExport.write(model, tokenizerFiles: [:], tokenizer: nil, storage: .f32, to: dir)
         let (reloaded, _) = try ModelLoader.loadHuggingFace(directory: dir)
-        #expect(reloaded.adaptable.linearModules.allSatisfy { $0.adapters.isEmpty })
+        #expect(reloaded.linearModules.allSatisfy { $0.adapters.isEmpty })
         let e = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(reloaded, expected), expected.merged, kind: expected.kind)
         print("[\(name)] merged, written, reloaded: outputs vs PEFT merge_and_unload \(e)")
         #expect(e <= (expected.kind == "causal-lm" ? 1e-3 : 1e-4))
@@ -301,33 +302,33 @@ struct AdapterSwitchingTests {
     @Test func switchingBetweenNamedAdaptersAndDisabling() throws {
         let dir = PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-combine")
         let model = try PEFTAdapterTests.baseModel("tiny-llama")
-        for name in ["a", "b", "c"] { try model.adaptable.loadPEFTAdapter(from: dir.appendingPathComponent(name), named: name) }
-        #expect(model.adaptable.adapterRegistry.names == ["a", "b", "c"])
+        for name in ["a", "b", "c"] { try model.loadPEFTAdapter(from: dir.appendingPathComponent(name), named: name) }
+        #expect(model.adapterRegistry.names == ["a", "b", "c"])
         var worst = 0.0
         for name in ["b", "a", "c", "a"] {
-            try model.adaptable.setActiveAdapters([name])
+            try model.setActiveAdapters([name])
             let expected = try PEFTAdapterTests.expected("tiny-llama-combine/\(name)")
             worst = max(worst, PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(model, expected), expected.adapted, kind: expected.kind))
         }
-        try model.adaptable.setActiveAdapters([])
+        try model.setActiveAdapters([])
         let base = try PEFTAdapterTests.expected("tiny-llama-combine/a")
         let eBase = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(model, base), base.base_outputs, kind: base.kind)
         print("switching a/b/c: max difference vs PEFT \(worst); all disabled vs base \(eBase)")
         #expect(worst <= 1e-4 && eBase <= 1e-4)
-        #expect(throws: ModelError.self) { try model.adaptable.setActiveAdapters(["nope"]) }
-        #expect(throws: ModelError.self) { try model.adaptable.loadPEFTAdapter(from: dir.appendingPathComponent("a"), named: "a") }
+        #expect(throws: ModelError.self) { try model.setActiveAdapters(["nope"]) }
+        #expect(throws: ModelError.self) { try model.loadPEFTAdapter(from: dir.appendingPathComponent("a"), named: "a") }
     }
 
     @Test func adaptersForAnotherModelAreRefused() throws {
         // A Llama adapter on BERT, a BERT adapter on Llama: nothing matches — an error, no change.
         let bert = try PEFTAdapterTests.baseModel("tiny-bert")
         #expect(throws: ModelError.self) {
-            try bert.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-patterns"))
+            try bert.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-patterns"))
         }
-        #expect(bert.adaptable.adapterRegistry.names.isEmpty && bert.adaptable.linearModules.allSatisfy { $0.adapters.isEmpty })
+        #expect(bert.adapterRegistry.names.isEmpty && bert.linearModules.allSatisfy { $0.adapters.isEmpty })
         let llama = try PEFTAdapterTests.baseModel("tiny-llama")
         #expect(throws: ModelError.self) {
-            try llama.adaptable.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-bert-cls"))
+            try llama.loadPEFTAdapter(from: PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-bert-cls"))
         }
         // An adapter for a model of the same family but other sizes: shapes do not fit.
         let other = try LlamaForCausalLM(ModelBehaviourTests.tinyLlamaConfig())

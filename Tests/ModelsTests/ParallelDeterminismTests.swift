@@ -25,7 +25,7 @@ struct ParallelDeterminismTests {
         for (i, (_, p)) in model.namedAdapterParameters.enumerated() where p.name == "lora_B" {
             p.value.copy(from: randomTensor(p.shape, seed: 300 + UInt64(i), scale: 0.2))
         }
-        if precision != .fp32 { try PretrainedModel.llama(model).compressFrozenWeights(to: precision) }
+        if precision != .fp32 { try model.compressFrozenWeights(to: precision) }
         return model
     }
 

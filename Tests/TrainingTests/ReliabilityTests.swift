@@ -49,8 +49,8 @@ struct ReliabilityTests {
         #expect(bytes(large, "activations") > 8 * bytes(small, "activations"))   // N × 16 and the T² terms
         #expect(bytes(recomputed, "activations") < bytes(large, "activations") && recomputed.recompute)
         // Trainable: the adapter's elements × 16 bytes; frozen: every base weight in fp32.
-        let trainable = model.adaptable.trainableParameters.reduce(0) { $0 + $1.value.count }
-        let all = model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
+        let trainable = model.trainableParameters.reduce(0) { $0 + $1.value.count }
+        let all = model.namedParameters.reduce(0) { $0 + $1.parameter.value.count }
         #expect(bytes(small, "trainable parameters") == 16 * trainable && bytes(small, "frozen weights") == 4 * all)
         #expect(small.peakBytes == max(small.trainingBytes, small.loadingBytes))
 

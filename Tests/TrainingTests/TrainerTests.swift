@@ -9,7 +9,7 @@ import Testing
 
 @Suite("Trainer", .serialized)
 struct TrainerTests {
-    static func tinyLlama() throws -> PretrainedModel {
+    static func tinyLlama() throws -> any PretrainedModel {
         try ModelLoader.loadHuggingFace(directory: fixturesDirectory.appendingPathComponent("tiny-llama")).0
     }
 
@@ -99,7 +99,7 @@ struct TrainerTests {
         defer { try? FileManager.default.removeItem(at: out) }
         let session = try TrainingSession(model: model, configuration: config, train: Self.examples(6, seed: 3), valid: [], padId: 0,
                                           output: out, labels: nil, resume: nil, events: { _ in })
-        model.adaptable.namedParameters[0].parameter.value[0] = .nan
+        model.namedParameters[0].parameter.value[0] = .nan
         var records: [StepRecord] = []
         do {
             for _ in 0..<5 { records.append(try session.trainer.trainStep()) }
@@ -130,11 +130,11 @@ struct TrainerModeTests {
                                           padId: 0, output: out, labels: nil, resume: nil) { event in
             if case .step(let r, _) = event { losses.append(r.loss) }
         }
-        #expect(model.adaptable.namedParameters.allSatisfy { $0.parameter.isTrainable })
-        #expect(model.adaptable.linearModules.allSatisfy { $0.adapters.isEmpty })
+        #expect(model.namedParameters.allSatisfy { $0.parameter.isTrainable })
+        #expect(model.linearModules.allSatisfy { $0.adapters.isEmpty })
         let summary = try session.run()
         print("full fine-tuning losses \(losses.map { String(format: "%.4f", $0) }); \(summary.trainableParams) trainable")
-        #expect(summary.trainableParams == model.adaptable.namedParameters.reduce(0) { $0 + $1.parameter.value.count })
+        #expect(summary.trainableParams == model.namedParameters.reduce(0) { $0 + $1.parameter.value.count })
         #expect(losses.last! < losses.first!)
         let kept = Checkpoints.list(out).map(\.lastPathComponent)
         #expect(kept == ["step-000004", "step-000005"], "kept \(kept)")

@@ -260,8 +260,8 @@ public final class Gemma3DecoderLayer {
 
 /// `Gemma3ForCausalLM` (text): embeddings × √C → blocks → RMSNorm → the tied LM head.
 ///
-/// The forward pass (batched, and cached for generation), checked against transformers on the
-/// same GGUF; training and adapters arrive when the architecture plugs into the model core.
+/// The forward pass (batched, and cached for generation) and the backward pass, checked against
+/// transformers on the same GGUF and against finite differences; plugged in by `Gemma3Architecture`.
 public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     public let adapterRegistry = AdapterRegistry()
     public let config: Gemma3Configuration
@@ -297,30 +297,11 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     /// A tied checkpoint may carry a copy of the head.
     public var ignorableWeightNames: Set<String> { ["lm_head.weight"] }
 
-    /// Loads a gemma3 GGUF: every tensor must be there with its shape, and nothing else (an
-    /// `output.weight` copy of the tied head is allowed); tensors are dequantised to fp32.
+    /// Loads a gemma3 GGUF in fp32 (`Gemma3Architecture.loadGGUF` for packed frozen weights).
     public static func load(_ gguf: GGUFFile, path: String) throws(ModelError) -> Gemma3ForCausalLM {
         let architecture = gguf.metadata["general.architecture"]?.string ?? "(none)"
         guard architecture == "gemma3" else { throw .unsupportedArchitecture("general.architecture '\(architecture)' is not gemma3") }
-        let model = Gemma3ForCausalLM(try Gemma3Configuration(gguf: gguf, path: path))
-        let infos = Dictionary(gguf.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var missing: [String] = [], mismatched: [String] = []
-        let expected = model.ggufParameters
-        for (name, p) in expected {
-            guard let info = infos[name] else { missing.append(name); continue }
-            if info.shape != p.shape { mismatched.append("\(name): file \(info.shape), model \(p.shape)") }
-        }
-        let known = Set(expected.map(\.name)).union(["output.weight"])
-        let unexpected = infos.keys.filter { !known.contains($0) }.sorted()
-        guard missing.isEmpty, mismatched.isEmpty, unexpected.isEmpty else {
-            throw .weights(missing: missing, unexpected: unexpected, mismatched: mismatched)
-        }
-        for (name, p) in expected {
-            do { p.value.copy(from: try gguf.tensor(name)) } catch { throw .invalidFile(path: path, reason: "\(error)") }
-            // The GGUF folds Gemma's 1 + w into its norm weights; the model adds the 1 itself.
-            if name.hasSuffix("norm.weight") { for i in 0..<p.value.count { p.value[i] -= 1 } }
-        }
-        return model
+        return try Gemma3Architecture.loadGemma3(gguf, url: URL(fileURLWithPath: path), frozen: .fp32).0
     }
 
     /// embed(ids) · √C, as transformers scales them (the factor rounded to fp32).

@@ -1,0 +1,127 @@
+import Foundation
+import Kernels
+import Layers
+import LoRA
+import OrderedJSON
+import Tokenizers
+
+/// What a model is trained for, as PEFT's `task_type` names it.
+public enum ModelTask: String, Sendable, Codable {
+    /// Next-token prediction (a decoder: Llama, Gemma 3).
+    case causalLM = "CAUSAL_LM"
+    /// One label per sequence (an encoder with a classification head: BERT).
+    case sequenceClassification = "SEQ_CLS"
+}
+
+/// The per-architecture part of a training-memory estimate (`MemoryEstimate`): the activation and
+/// gradient buffers a training step keeps, and the output head's. Bytes.
+public struct ActivationEstimate: Sendable, Equatable {
+    public var activationBytes: Int
+    public var activationDetail: String
+    public var headBytes: Int
+    public var headDetail: String
+    /// Whether `--recompute` changes anything for this architecture.
+    public var recomputeApplies: Bool
+
+    public init(activationBytes: Int, activationDetail: String, headBytes: Int, headDetail: String, recomputeApplies: Bool) {
+        self.activationBytes = activationBytes
+        self.activationDetail = activationDetail
+        self.headBytes = headBytes
+        self.headDetail = headDetail
+        self.recomputeApplies = recomputeApplies
+    }
+}
+
+/// The adapter buffers of a training step summed over every adapted module (element counts, not
+/// bytes), which an architecture's `ActivationEstimate` spreads over its blocks.
+public struct AdapterBufferCounts: Sendable, Equatable {
+    public var activations = 0
+    public var gradients = 0
+    public var modules = 0
+    public init() {}
+}
+
+/// A pretrained model of any architecture: what loading, training, evaluation, merging, export and
+/// the reports need, so none of them switches on the architecture. An architecture plugs in by
+/// conforming its model class and adding its `ModelArchitecture` to `ModelRegistry.architectures`.
+public protocol PretrainedModel: AdaptableModel {
+    /// Shown by `lora inspect` and kept in checkpoints: "llama (LlamaForCausalLM)".
+    var architecture: String { get }
+    var task: ModelTask { get }
+    /// The modules LoRA adapts unless told otherwise (the attention projections).
+    var defaultLoRATargets: [String] { get }
+    var vocabularySize: Int { get }
+    /// Positions the model was trained for (the tokenizer's `model_max_length` on export).
+    var maxPositionEmbeddings: Int { get }
+    /// Positions the model can take at all: nil when only memory limits it (RoPE), the learned
+    /// position table's size otherwise (BERT).
+    var hardPositionLimit: Int? { get }
+    /// The configuration as JSON with sorted keys (checkpoints' fingerprint, `lora inspect`).
+    func configurationJSON() throws -> Data
+    /// Mean loss of one batch (next-token cross-entropy, or class cross-entropy); with `backward`,
+    /// accumulates the gradients of every trainable parameter.
+    func loss(_ batch: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float
+    /// Layers, query heads and head dimension of the attention (for FLOP counts).
+    var attentionShape: (layers: Int, heads: Int, headDimension: Int) { get }
+    /// Matrix-product FLOPs of one training step outside the linear modules and attention (an LM
+    /// head), for `n` tokens.
+    func extraStepFLOPs(tokens n: Double) -> Double
+    /// The activation, gradient and head buffers of a training step on a `batch × length` batch.
+    func activationEstimate(batch: Int, length: Int, recompute: Bool, adapters: AdapterBufferCounts) -> ActivationEstimate
+    /// Whether `setActivationRecomputation` does anything.
+    var supportsActivationRecomputation: Bool { get }
+    /// Keep only each block's input in the forward pass and recompute the block before its backward.
+    func setActivationRecomputation(_ on: Bool)
+    /// The members of a Hugging Face `config.json` that rebuilds this model in transformers (less
+    /// `torch_dtype`, which the writer adds).
+    func huggingFaceConfig(tokenizer: (any Tokenizer)?) throws -> [(key: String, value: JSON)]
+    /// Names of the parameters that may be stored packed (`FrozenPrecision`).
+    var packableParameterNames: Set<String> { get }
+}
+
+extension PretrainedModel {
+    public var supportsActivationRecomputation: Bool { false }
+    public func setActivationRecomputation(_ on: Bool) {}
+    public var hardPositionLimit: Int? { nil }
+    public func extraStepFLOPs(tokens n: Double) -> Double { 0 }
+
+    /// Every weight of the blocks' linear modules and the token embedding (with an LM head).
+    /// Norms, biases and a classifier's pooler and head stay fp32 (a classification run trains the head).
+    public var packableParameterNames: Set<String> {
+        let linear = Set(linearModules.filter { !$0.name.hasPrefix("classifier") && !$0.name.contains("pooler") }
+            .map { ObjectIdentifier($0.base.weight) })
+        return Set(namedParameters.filter { name, p in
+            linear.contains(ObjectIdentifier(p)) || name.hasSuffix("embed_tokens.weight") || name == "lm_head.weight"
+                || name.hasSuffix("word_embeddings.weight")
+        }.map(\.name))
+    }
+
+    /// A JSON encoding of `configuration` with sorted keys.
+    func sortedJSON<C: Encodable>(_ configuration: C) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return try encoder.encode(configuration)
+    }
+
+    /// The members of `configuration`'s own encoding, for `huggingFaceConfig`.
+    func jsonMembers<C: Encodable>(_ configuration: C) throws -> [(key: String, value: JSON)] {
+        try JSON.parse(JSONEncoder().encode(configuration)).object ?? []
+    }
+}
+
+/// A model that puts one label on each sequence.
+public protocol SequenceClassifier: PretrainedModel {
+    /// Class names by index (`id2label`).
+    var labelNames: [String] { get }
+    /// Class logits [B, K].
+    func logits(_ input: TokenBatch) throws(ModelError) -> Tensor
+    /// The logits [B, K] of the last forward pass (what `loss` just scored).
+    var lastLogits: Tensor { get }
+    /// The head's modules, which a LoRA run trains in full (PEFT's `modules_to_save`).
+    var headModuleNames: [String] { get }
+}
+
+/// A model that turns a text into one embedding vector (sentence-transformers' pipeline).
+public protocol SentenceEncoder: PretrainedModel {
+    func sentenceEmbeddings(_ input: TokenBatch, pooling: SentencePooling) throws(ModelError) -> [[Float]]
+}
