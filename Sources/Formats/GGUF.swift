@@ -295,6 +295,20 @@ public struct GGUFFile: Sendable {
         return try rows(of: info, 0..<info.rowCount, shape: info.shape)
     }
 
+    /// The whole tensor dequantised straight into `destination` (no temporary of its size), which
+    /// must hold exactly its element count.
+    public func readTensor(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(GGUFError) {
+        let info = try info(name)
+        guard info.type.canDequantize else { throw .unsupportedTensorType(name: info.name, type: info.type) }
+        guard destination.count == info.elementCount else {
+            throw .rowsOutOfRange(name: name, rows: 0..<destination.count, rowCount: info.elementCount)
+        }
+        let start = dataOffset + info.offset
+        data.withUnsafeBytes { raw in
+            info.type.dequantize(UnsafeRawBufferPointer(rebasing: raw[start..<(start + info.byteCount)]), into: destination)
+        }
+    }
+
     /// Rows `rows` of the tensor viewed as `[rowCount, rowLength]` (ne[0] per row), dequantised
     /// to a `[rows.count, rowLength]` tensor — e.g. a few embedding rows without the whole table.
     public func tensor(_ name: String, rows: Range<Int>) throws(GGUFError) -> Tensor {

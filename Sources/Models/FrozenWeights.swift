@@ -69,6 +69,13 @@ extension ModelLoader {
                 do { parameter.pack(try packedBlocks(gguf, info, rowOrder: order ?? { $0 })) } catch { throw .file(url, error) }
                 continue
             }
+            if order == nil && !(frozen == .bf16 && packable.contains(name)) {
+                // Straight into the parameter: no second copy of the largest tensor (Gemma's embedding is 640 MiB).
+                do { try gguf.readTensor(source, into: UnsafeMutableBufferPointer(start: parameter.value.data, count: parameter.value.count)) }
+                catch { throw .file(url, error) }
+                adjust(name, parameter.value)
+                continue
+            }
             var tensor: Tensor
             do { tensor = try gguf.tensor(source) } catch { throw .file(url, error) }
             if let order { tensor = reorderRows(tensor, order) }

@@ -75,11 +75,19 @@ struct GemmaCLITests {
         #expect(base.status == 0, "\(base.stderr)")
         let baseLoss = try #require(try base.json()["loss"] as? Double)
         let out = work.appendingPathComponent("run")
-        let train = try CLITests.lora(["train", "--model", "gemma-3-270m", "--data", data.path, "--valid", data.path, "--output", out.path,
-                                       "--steps", "4", "--batch-size", "4", "--lr", "5e-3", "--rank", "4", "--json"])
+        let arguments = ["train", "--model", "gemma-3-270m", "--data", data.path, "--valid", data.path, "--output", out.path,
+                         "--steps", "4", "--batch-size", "4", "--lr", "5e-3", "--rank", "4", "--json"]
+        let dryRun = try CLITests.lora(arguments + ["--dry-run"])
+        #expect(dryRun.status == 0, "\(dryRun.stderr)")
+        let estimate = try #require((try dryRun.json()["estimate"] as? [String: Any])?["peak_bytes"] as? Int)
+        let train = try CLITests.lora(arguments)
         #expect(train.status == 0, "\(train.stderr)")
         let summary = try train.json()
         #expect(summary["steps"] as? Int == 4)
+        // The memory estimate holds the measured peak, at most 15% above it.
+        let peak = try #require(summary["peak_rss_bytes"] as? Int)
+        print("lora train on Gemma 3: estimated peak \(estimate >> 20) MiB, measured \(peak >> 20) MiB")
+        #expect(estimate >= peak && Double(estimate) <= 1.15 * Double(peak))
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("adapter_config.json"))) as? [String: Any]
         #expect(config?["task_type"] as? String == "CAUSAL_LM")
         #expect(Set(config?["target_modules"] as? [String] ?? []) == ["q_proj", "k_proj", "v_proj", "o_proj"])
