@@ -32,9 +32,10 @@ public struct Pretrained {
                               chatTemplateSource: template, report: report)
         }
         if frozen == .q { throw .invalidInput("--precision q keeps a GGUF file's quantised blocks; \(url.lastPathComponent) is not a .gguf file") }
-        if let (type, _, _) = try? ModelLoader.huggingFaceModelType(directory: url), type == "gemma3_text" {
-            // Gemma's SentencePiece tokenizer.json would be misread as byte-level BPE: refuse rather than tokenise wrongly.
-            throw .unsupportedArchitecture("\(url.path) is a Hugging Face gemma3_text folder: its SentencePiece tokenizer.json is not read yet; "
+        if let (type, _, _) = try? ModelLoader.huggingFaceModelType(directory: url),
+           let why = ModelRegistry.huggingFace(modelType: type)?.huggingFaceTokenizerRefusal {
+            // Refuse rather than tokenise wrongly.
+            throw .unsupportedArchitecture("\(url.path) is a Hugging Face \(type) folder: \(why); "
                 + "use the model's .gguf file (its weights alone load with ModelLoader.loadHuggingFace)")
         }
         let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)

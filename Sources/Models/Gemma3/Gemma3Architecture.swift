@@ -12,6 +12,8 @@ public enum Gemma3Architecture: ModelArchitecture {
     public static let task = ModelTask.causalLM
     public static let huggingFaceModelTypes = ["gemma3_text"]
     public static let ggufArchitectures = ["gemma3"]
+    /// Gemma's SentencePiece tokenizer.json would be misread as byte-level BPE.
+    public static let huggingFaceTokenizerRefusal: String? = "its SentencePiece tokenizer.json is not read yet"
 
     public static func loadHuggingFace(config data: Data, configURL: URL, weights: [String: Tensor], options: LoadOptions,
                                        report: inout LoadReport) throws(ModelError) -> any PretrainedModel {
