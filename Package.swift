@@ -4,13 +4,14 @@ import PackageDescription
 // The targets follow the architecture, bottom to top:
 //   CBLAS (OpenBLAS, C boundary), CKernels (bf16 products) → Kernels (tensors, matmul, elementwise math)
 //   → Layers (forward + backward of every layer) → LoRA (the adapted linear layer)
-//   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece, SentencePiece; built from GGUF metadata too) → Models (Llama, BERT)
-//   → Training (optimizer) → ModelStore (known offline models) → lora (CLI).
+//   → Formats (safetensors, GGUF) → Tokenizers (BPE, WordPiece, SentencePiece; built from GGUF metadata too)
+//   → ModelCore (task and architecture protocols, adapters, KV cache, generation) → Models (Llama, BERT, Gemma 3 + registry)
+//   and Training (trainer, optimizer; on ModelCore alone) → ModelStore (known offline models) → lora (CLI).
 //   FuzzTargets wraps the parsers of untrusted files for libFuzzer (Fuzz/, `make fuzz`).
 let package = Package(
     name: "swift-lora",
     products: [
-        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models", "Training", "ModelStore"]),
+        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "ModelCore", "Models", "Training", "ModelStore"]),
         .executable(name: "lora", targets: ["lora"]),
         .executable(name: "lora-bench", targets: ["LoRABench"]),
         // The parsers of untrusted files as fuzz targets, for the libFuzzer driver in Fuzz/.
@@ -35,8 +36,12 @@ let package = Package(
         .target(name: "OrderedJSON"),
         .target(name: "Tokenizers", dependencies: ["OrderedJSON", "Formats"]),
         .target(name: "ModelStore"),
-        .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers"]),
-        .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "Models"]),
+        // The model core: the task protocols, the architecture protocol, adapters, KV cache and generation,
+        // frozen-weight packing, export. Architectures (Models) and Training build on it, never the other way.
+        .target(name: "ModelCore", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "OrderedJSON"]),
+        // The architectures (Llama/, Bert/, Gemma3/), their registry and the loaders that choose one.
+        .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "OrderedJSON", "ModelCore"]),
+        .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "Tokenizers", "ModelCore"]),
         .target(name: "FuzzTargets", dependencies: ["Formats", "LoRA", "ModelStore", "Models", "OrderedJSON", "Tokenizers", "Training"]),
         .executableTarget(
             name: "lora",

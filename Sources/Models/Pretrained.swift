@@ -57,3 +57,25 @@ public struct Pretrained {
         do { return .success(try ChatTemplate(jinja: source)) } catch { return .failure(error) }
     }
 }
+
+extension HuggingFaceExport {
+    /// The tokenizer files of a loaded model: copied from a Hugging Face directory, or written
+    /// from the GGUF metadata's tokenizer.
+    public static func tokenizerFiles(for pretrained: Pretrained) throws -> [String: Data] {
+        let source = URL(fileURLWithPath: pretrained.report.source)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            var files: [String: Data] = [:]
+            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+                if let data = try? Data(contentsOf: source.appendingPathComponent(name)) { files[name] = data }
+            }
+            return files
+        }
+        let contextLength = pretrained.model.maxPositionEmbeddings
+        if let bpe = pretrained.tokenizer as? ByteLevelBPETokenizer {
+            return try bpe.huggingFaceFiles(chatTemplate: pretrained.chatTemplateSource, modelMaxLength: contextLength)
+        }
+        if let wordPiece = pretrained.tokenizer as? WordPieceTokenizer { return try wordPiece.huggingFaceFiles(modelMaxLength: contextLength) }
+        return [:]
+    }
+}

@@ -1,5 +1,5 @@
 import Kernels
-import Models
+import ModelCore
 
 /// Batches examples with right padding and attention masks, epoch after epoch.
 ///

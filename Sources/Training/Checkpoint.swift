@@ -2,7 +2,7 @@ import Foundation
 import Formats
 import Kernels
 import LoRA
-import Models
+import ModelCore
 
 /// What identifies the base model a run started from, so a checkpoint is never resumed on
 /// another one.

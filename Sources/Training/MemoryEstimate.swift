@@ -1,5 +1,5 @@
 import Foundation
-import Models
+import ModelCore
 
 /// The peak resident memory of a training run, estimated before training from the model's
 /// configuration and parameter shapes (nothing is allocated to find out), broken down by what

@@ -2,7 +2,7 @@ import Foundation
 import Formats
 import Kernels
 import LoRA
-import Models
+import ModelCore
 
 /// What a run reports as it goes.
 public enum TrainingEvent: Sendable {

@@ -2,7 +2,7 @@ import Foundation
 import Kernels
 import Layers
 import LoRA
-import Models
+import ModelCore
 
 /// One optimizer step's figures.
 public struct StepRecord: Sendable, Codable {

@@ -85,6 +85,3 @@ extension LlamaForCausalLM: PretrainedModel {
         return members
     }
 }
-
-/// "12.5 MiB".
-public func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }

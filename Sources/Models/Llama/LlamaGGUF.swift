@@ -76,4 +76,14 @@ extension ModelLoader {
     public static func unpermuteRotaryRows(_ w: Tensor, heads: Int) -> Tensor {
         reorderRows(w, rotaryRowOrder(rows: w.shape[0], heads: heads))
     }
+
+    /// llama.cpp's Q/K row permutation as a row map: Hugging Face row `i` is GGUF row `rowOrder(i)`
+    /// (see `unpermuteRotaryRows`).
+    static func rotaryRowOrder(rows: Int, heads: Int) -> (Int) -> Int {
+        let d = rows / heads, half = d / 2
+        return { i in
+            let h = i / d, within = i % d, k = within / half, j = within % half
+            return h * d + 2 * j + k
+        }
+    }
 }

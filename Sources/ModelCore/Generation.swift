@@ -9,12 +9,12 @@ import Layers
 public final class KVCache {
     public let capacity: Int
     public private(set) var length = 0
-    let keys: [Tensor]     // per layer [capacity, KV·D]
-    let values: [Tensor]
-    let scores = Tensor(shape: [0])
-    let context = Tensor(shape: [0])
-    let hidden = Tensor(shape: [0])
-    let output = Tensor(shape: [0])
+    package let keys: [Tensor]     // per layer [capacity, KV·D]
+    package let values: [Tensor]
+    package let scores = Tensor(shape: [0])
+    package let context = Tensor(shape: [0])
+    package let hidden = Tensor(shape: [0])
+    package let output = Tensor(shape: [0])
 
     /// `width` = key/value heads × head dimension.
     public init(layers: Int, width: Int, capacity: Int) {
@@ -24,17 +24,17 @@ public final class KVCache {
     }
 
     public func reset() { length = 0 }
-    func advance(by n: Int) { length += n }
+    package func advance(by n: Int) { length += n }
 
     /// Appends one layer's new keys and values [T, width] after what the cache holds.
-    func store(layer: Int, keys k: Tensor, values v: Tensor) {
+    package func store(layer: Int, keys k: Tensor, values v: Tensor) {
         let width = k.rowLength, start = length
         (keys[layer].data + start * width).update(from: k.data, count: k.count)
         (values[layer].data + start * width).update(from: v.data, count: v.count)
     }
 
     /// Throws unless `count` more tokens fit.
-    func checkRoom(for count: Int) throws(ModelError) {
+    package func checkRoom(for count: Int) throws(ModelError) {
         guard count > 0 else { throw .invalidInput("no tokens to run") }
         guard length + count <= capacity else { throw .invalidInput("\(length + count) tokens exceed the cache's \(capacity)") }
     }
@@ -83,7 +83,7 @@ extension CausalLanguageModel {
 }
 
 /// log softmax(row)[target], in Double.
-func logProbability(of target: Int, in row: UnsafePointer<Float>, count v: Int) -> Double {
+package func logProbability(of target: Int, in row: UnsafePointer<Float>, count v: Int) -> Double {
     var maxValue = -Float.infinity
     for j in 0..<v { maxValue = max(maxValue, row[j]) }
     var sum = 0.0

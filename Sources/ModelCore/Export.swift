@@ -32,24 +32,4 @@ public enum HuggingFaceExport {
         try atomicWrite(configJSON(model, tokenizer: tokenizer, storage: storage), to: directory.appendingPathComponent("config.json"))
         for (file, data) in tokenizerFiles { try atomicWrite(data, to: directory.appendingPathComponent(file)) }
     }
-
-    /// The tokenizer files of a loaded model: copied from a Hugging Face directory, or written
-    /// from the GGUF metadata's tokenizer.
-    public static func tokenizerFiles(for pretrained: Pretrained) throws -> [String: Data] {
-        let source = URL(fileURLWithPath: pretrained.report.source)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory), isDirectory.boolValue {
-            var files: [String: Data] = [:]
-            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
-                if let data = try? Data(contentsOf: source.appendingPathComponent(name)) { files[name] = data }
-            }
-            return files
-        }
-        let contextLength = pretrained.model.maxPositionEmbeddings
-        if let bpe = pretrained.tokenizer as? ByteLevelBPETokenizer {
-            return try bpe.huggingFaceFiles(chatTemplate: pretrained.chatTemplateSource, modelMaxLength: contextLength)
-        }
-        if let wordPiece = pretrained.tokenizer as? WordPieceTokenizer { return try wordPiece.huggingFaceFiles(modelMaxLength: contextLength) }
-        return [:]
-    }
 }

@@ -27,13 +27,13 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
 }
 
 /// Largest supported model: 2^36 parameters (256 GiB of Float32).
-let maximumParameterCount = 1 << 36
+package let maximumParameterCount = 1 << 36
 
 /// Throws unless every dimension is positive and the parameter count — a sum of products of
 /// dimensions, each computed with overflow checks — is at most `maximumParameterCount`, so a
 /// configuration can never make the process allocate absurd sizes or trap. Returns the count.
 @discardableResult
-func checkParameterCount(_ products: [[Int]]) throws(ModelError) -> Int {
+package func checkParameterCount(_ products: [[Int]]) throws(ModelError) -> Int {
     var total = 0
     for factors in products {
         var product = 1
@@ -58,7 +58,7 @@ func checkParameterCount(_ products: [[Int]]) throws(ModelError) -> Int {
 /// is allocated: a few bytes of hostile metadata must not make the process reserve gigabytes.
 /// `described` counts the weight matrices the file must provide (a lower bound on the model's
 /// parameters); `fileValues` is every value the file's tensors hold.
-func checkFileHoldsWeights(described: Int, fileValues: Int, path: String) throws(ModelError) {
+package func checkFileHoldsWeights(described: Int, fileValues: Int, path: String) throws(ModelError) {
     guard described <= fileValues else {
         throw .invalidFile(path: path, reason: "the configuration describes \(described) weights but the file holds only \(fileValues) values")
     }
@@ -83,9 +83,9 @@ public struct TokenBatch: Sendable {
     }
 
     /// Positions 0..<T for every row (Hugging Face's default without position_ids).
-    var positions: [Int] { (0..<batch * length).map { $0 % length } }
+    package var positions: [Int] { (0..<batch * length).map { $0 % length } }
 
-    func validate(vocabularySize: Int, maxPositions: Int?, typeVocabularySize: Int? = nil) throws(ModelError) {
+    package func validate(vocabularySize: Int, maxPositions: Int?, typeVocabularySize: Int? = nil) throws(ModelError) {
         guard batch > 0, length > 0 else { throw .invalidInput("empty batch \(batch)×\(length)") }
         let (n, overflow) = batch.multipliedReportingOverflow(by: length)
         guard !overflow else { throw .invalidInput("batch \(batch)×\(length) is too large") }
@@ -247,7 +247,7 @@ func matchesTarget(_ path: String, _ target: String) -> Bool {
 /// Next-token targets of a causal LM as Hugging Face builds them: position t predicts
 /// labels[t + 1]; the last position of each row and labels equal to -100 are ignored. Throws
 /// unless there is one label per token, each -100 or in the vocabulary.
-func nextTokenTargets(labels: [Int], input: TokenBatch, vocabularySize: Int) throws(ModelError) -> [Int] {
+package func nextTokenTargets(labels: [Int], input: TokenBatch, vocabularySize: Int) throws(ModelError) -> [Int] {
     guard labels.count == input.batch * input.length else {
         throw .invalidInput("\(labels.count) labels for \(input.batch)×\(input.length) tokens")
     }

@@ -47,7 +47,7 @@ extension ModelLoader {
     /// rows the file stores permuted, the file row of each model row; `adjust` changes an fp32
     /// tensor after reading (Gemma's norms). With `frozen`, packable weights are stored packed
     /// (`.q`: the file's own blocks). Returns the stored dtype of each tensor by its GGUF name.
-    static func loadGGUFWeights(_ gguf: GGUFFile, url: URL, into model: some PretrainedModel, frozen: FrozenPrecision,
+    package static func loadGGUFWeights(_ gguf: GGUFFile, url: URL, into model: some PretrainedModel, frozen: FrozenPrecision,
                                 hfName: (String) -> String?, rowOrder: (String, Int) -> ((Int) -> Int)?,
                                 adjust: (String, Tensor) -> Void = { _, _ in }) throws(ModelError) -> [String: String] {
         let infos = Dictionary(gguf.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -90,7 +90,7 @@ extension ModelLoader {
     }
 
     /// Row i of the result is row order(i) of `w`.
-    static func reorderRows(_ w: Tensor, _ order: (Int) -> Int) -> Tensor {
+    package static func reorderRows(_ w: Tensor, _ order: (Int) -> Int) -> Tensor {
         let rows = w.shape[0], columns = w.count / max(rows, 1)
         let out = Tensor(shape: w.shape)
         for i in 0..<rows { (out.data + i * columns).update(from: w.data + order(i) * columns, count: columns) }
@@ -114,13 +114,4 @@ extension ModelLoader {
         }
     }
 
-    /// llama.cpp's Q/K row permutation as a row map: Hugging Face row `i` is GGUF row `rowOrder(i)`
-    /// (see `unpermuteRotaryRows`).
-    static func rotaryRowOrder(rows: Int, heads: Int) -> (Int) -> Int {
-        let d = rows / heads, half = d / 2
-        return { i in
-            let h = i / d, within = i % d, k = within / half, j = within % half
-            return h * d + 2 * j + k
-        }
-    }
 }

@@ -97,14 +97,14 @@ extension PretrainedModel {
     }
 
     /// A JSON encoding of `configuration` with sorted keys.
-    func sortedJSON<C: Encodable>(_ configuration: C) throws -> Data {
+    package func sortedJSON<C: Encodable>(_ configuration: C) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return try encoder.encode(configuration)
     }
 
     /// The members of `configuration`'s own encoding, for `huggingFaceConfig`.
-    func jsonMembers<C: Encodable>(_ configuration: C) throws -> [(key: String, value: JSON)] {
+    package func jsonMembers<C: Encodable>(_ configuration: C) throws -> [(key: String, value: JSON)] {
         try JSON.parse(JSONEncoder().encode(configuration)).object ?? []
     }
 }
@@ -125,3 +125,6 @@ public protocol SequenceClassifier: PretrainedModel {
 public protocol SentenceEncoder: PretrainedModel {
     func sentenceEmbeddings(_ input: TokenBatch, pooling: SentencePooling) throws(ModelError) -> [[Float]]
 }
+
+/// "12.5 MiB", for memory reports.
+public func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
