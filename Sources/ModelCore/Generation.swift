@@ -33,6 +33,25 @@ public final class KVCache {
         (values[layer].data + start * width).update(from: v.data, count: v.count)
     }
 
+    /// The start of a cached step for one sequence: throws unless `tokens` fit and lie in the
+    /// vocabulary; returns their positions (after what the cache holds).
+    package func beginStep(_ tokens: [Int], vocabularySize: Int) throws(ModelError) -> [Int] {
+        try checkRoom(for: tokens.count)
+        try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: vocabularySize, maxPositions: nil)
+        return Array(length..<(length + tokens.count))
+    }
+
+    /// The end of a cached step: the new tokens join the cache; the final hidden states `h` [T, C]
+    /// go through `head` [V, C] for every row (`allLogits`) or the last, into `output`.
+    package func finishStep(_ h: Tensor, head: Parameter, allLogits: Bool, into output: Tensor) -> Tensor {
+        let tokens = h.rowCount, c = h.rowLength, v = head.shape[0]
+        advance(by: tokens)
+        let rows = allLogits ? tokens : 1
+        output.resize([rows, v])
+        head.multiplyTransposed(h.data + (tokens - rows) * c, ldx: c, rows: rows, into: output.data, ldy: v)
+        return output
+    }
+
     /// Throws unless `count` more tokens fit.
     package func checkRoom(for count: Int) throws(ModelError) {
         guard count > 0 else { throw .invalidInput("no tokens to run") }

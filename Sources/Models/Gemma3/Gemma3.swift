@@ -367,19 +367,11 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     }
 
     public func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
-        try cache.checkRoom(for: tokens.count)
-        try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        let positions = Array(cache.length..<(cache.length + tokens.count))
+        let positions = try cache.beginStep(tokens, vocabularySize: config.vocabSize)
         var x = embed(tokens, shape: [tokens.count])
         for (i, layer) in layers.enumerated() {
             x = layer.forward(x) { h in layer.selfAttn.forwardCached(h, layer: i, cache: cache, positions: positions) }
         }
-        cache.advance(by: tokens.count)
-        let h = norm.forward(x)
-        let rows = allLogits ? tokens.count : 1
-        logitsOutput.resize([rows, config.vocabSize])
-        embedTokens.weight.multiplyTransposed(h.data + (tokens.count - rows) * config.hiddenSize, ldx: config.hiddenSize, rows: rows,
-                                              into: logitsOutput.data, ldy: config.vocabSize)
-        return logitsOutput
+        return cache.finishStep(norm.forward(x), head: embedTokens.weight, allLogits: allLogits, into: logitsOutput)
     }
 }

@@ -34,17 +34,9 @@ extension LlamaForCausalLM: CausalLanguageModel {
     }
 
     public func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
-        try cache.checkRoom(for: tokens.count)
-        try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        let positions = Array(cache.length..<(cache.length + tokens.count))
+        let positions = try cache.beginStep(tokens, vocabularySize: config.vocabSize)
         var x = embedTokens.forward(ids: tokens, shape: [tokens.count])
         for (i, layer) in layers.enumerated() { x = layer.forwardCached(x, layer: i, cache: cache, positions: positions) }
-        cache.advance(by: tokens.count)
-        let h = norm.forward(x)
-        let rows = allLogits ? tokens.count : 1
-        logitsOutput.resize([rows, config.vocabSize])
-        lmHead.multiplyTransposed(h.data + (tokens.count - rows) * config.hiddenSize, ldx: config.hiddenSize, rows: rows,
-                                  into: logitsOutput.data, ldy: config.vocabSize)
-        return logitsOutput
+        return cache.finishStep(norm.forward(x), head: lmHead, allLogits: allLogits, into: logitsOutput)
     }
 }
