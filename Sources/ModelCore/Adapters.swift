@@ -234,6 +234,11 @@ extension AdaptableModel {
             try fillAdapter(named: name, from: tensors, file: weightsURL.path)
         } catch {
             try? removeAdapter(named: name)
+            // Shapes that do not fit mean another base model: say which one the adapter names.
+            if case let .invalidFile(path, reason) = error, reason.contains("shape mismatch") {
+                let base = config.baseModelNameOrPath.map { " (its adapter_config.json names \($0))" } ?? ""
+                throw .invalidFile(path: path, reason: "this adapter was made for another base model\(base); nothing was loaded\n" + reason)
+            }
             throw error
         }
         return config

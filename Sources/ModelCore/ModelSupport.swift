@@ -14,15 +14,23 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .invalidConfiguration(let why): "invalid model configuration: \(why)"
         case let .weights(missing, unexpected, mismatched):
-            ([missing.isEmpty ? nil : "missing tensors: \(missing.joined(separator: ", "))",
-              unexpected.isEmpty ? nil : "unexpected tensors: \(unexpected.joined(separator: ", "))",
-              mismatched.isEmpty ? nil : "shape mismatches: \(mismatched.joined(separator: "; "))"]
-                .compactMap { $0 }).joined(separator: "\n")
+            // A file for another model lists hundreds of names: the count and the first few say it.
+            ([Self.list("missing tensor", missing, ", "), Self.list("unexpected tensor", unexpected, ", "),
+              Self.list("shape mismatch", mismatched, "; ")].compactMap { $0 }).joined(separator: "\n")
         case .invalidInput(let why): why
         case .adaptersMerged(let what): "\(what) while adapters are merged: unmerge them first"
         case let .invalidFile(path, reason): reason.hasPrefix(path) ? reason : "\(path): \(reason)"
         case .unsupportedArchitecture(let what): "unsupported architecture: \(what)"
         }
+    }
+
+    /// "3 unexpected tensors: a, b, c", or the first 4 of a longer list and how many more.
+    private static func list(_ noun: String, _ items: [String], _ separator: String) -> String? {
+        guard !items.isEmpty else { return nil }
+        let shown = items.count <= 6 ? items : Array(items.prefix(4))
+        let plural = items.count == 1 ? noun : noun.hasSuffix("h") ? noun + "es" : noun + "s"
+        return "\(items.count) \(plural): " + shown.joined(separator: separator)
+            + (shown.count < items.count ? "\(separator)… and \(items.count - shown.count) more" : "")
     }
 }
 

@@ -134,6 +134,23 @@ struct Gemma3Tests {
         }
     }
 
+    /// An adapter for another architecture (SmolLM2's) is refused before anything changes: the
+    /// error says so and names its base model; no adapter is attached and the outputs are the base's.
+    @Test func anotherModelsAdapterIsRefusedUntouched() throws {
+        let url = try realModel(.gemma3)
+        let model = try Gemma3ForCausalLM.load(try GGUFFile(url: url), path: url.path)
+        let ids = [2, 818, 5279, 529, 7001, 563]
+        let before = try model.tokenLogProbabilities(ids)
+        #expect {
+            try model.loadPEFTAdapter(from: fixturesDirectory.appendingPathComponent("adapters/smollm2-qkvod"))
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("made for another base model") && text.contains("smollm2") && text.contains("180 shape mismatches")
+        }
+        #expect(model.adapterRegistry.names.isEmpty && model.linearModules.allSatisfy { $0.adapter == nil })
+        #expect(try model.tokenLogProbabilities(ids) == before)
+    }
+
     @Test func wrongFilesAreRefusedByName() throws {
         let smol = try GGUFFile(url: try realModel(.smolLM2))
         #expect {
