@@ -43,12 +43,12 @@ extension ModelLoader {
     /// Fills `model` from a GGUF file, one tensor at a time straight into its parameter (no second
     /// copy of the whole model in memory), after checking every name and shape from the tensor
     /// infos. `hfName` maps a GGUF tensor name to the model's parameter name (nil: keep the GGUF
-    /// name, which then fails the check as unexpected); `rowOrder` gives, for a parameter whose
+    /// name, which then fails the check as unexpected), `ggufName` the other way (for errors); `rowOrder` gives, for a parameter whose
     /// rows the file stores permuted, the file row of each model row; `adjust` changes an fp32
     /// tensor after reading (Gemma's norms). With `frozen`, packable weights are stored packed
     /// (`.q`: the file's own blocks). Returns the stored dtype of each tensor by its GGUF name.
     package static func loadGGUFWeights(_ gguf: GGUFFile, url: URL, into model: some PretrainedModel, frozen: FrozenPrecision,
-                                hfName: (String) -> String?, rowOrder: (String, Int) -> ((Int) -> Int)?,
+                                hfName: (String) -> String?, ggufName: (String) -> String? = { _ in nil }, rowOrder: (String, Int) -> ((Int) -> Int)?,
                                 adjust: (String, Tensor) -> Void = { _, _ in }) throws(ModelError) -> [String: String] {
         let infos = Dictionary(gguf.tensorInfos.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var shapes: [String: [Int]] = [:]
@@ -58,7 +58,16 @@ extension ModelLoader {
             shapes[name ?? info.name] = info.shape
             if let name { sources[name] = info.name }
         }
-        try model.checkWeightShapes(shapes)
+        do { try model.checkWeightShapes(shapes) } catch {
+            // Name each tensor as the file does, the model's name beside it.
+            guard case let .weights(missing, unexpected, mismatched) = error else { throw error }
+            func named(_ entry: String) -> String {
+                let name = String(entry.prefix { $0 != ":" })
+                guard let gguf = sources[name] ?? ggufName(name), gguf != name else { return entry }
+                return gguf + " (" + name + ")" + entry.dropFirst(name.count)
+            }
+            throw .weights(missing: missing.map(named), unexpected: unexpected, mismatched: mismatched.map(named))
+        }
         var storedTypes: [String: String] = [:]
         let packable = frozen == .fp32 ? [] : model.packableParameterNames
         for (name, parameter) in model.namedParameters {

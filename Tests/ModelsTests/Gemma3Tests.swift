@@ -151,6 +151,22 @@ struct Gemma3Tests {
         #expect(try model.tokenLogProbabilities(ids) == before)
     }
 
+    /// A gemma3 GGUF with a tensor missing or mis-shaped names it, by the file's name and the
+    /// model's (`Scripts/reference/make_gemma3_bad_gguf_fixtures.py`); the intact tiny file loads.
+    @Test func missingAndMisshapedTensorsAreNamed() throws {
+        let dir = fixturesDirectory.appendingPathComponent("gguf")
+        let (model, _) = try ModelLoader.loadGGUF(dir.appendingPathComponent("gemma3-tiny.gguf"))
+        let tiny = try #require(model as? Gemma3ForCausalLM)
+        #expect(tiny.config.numHiddenLayers == 2 && tiny.config.slidingWindow == 4 && tiny.config.vocabSize == 64)
+        #expect(try tiny.tokenLogProbabilities([1, 5, 9, 2]).allSatisfy(\.isFinite))
+        #expect { try ModelLoader.loadGGUF(dir.appendingPathComponent("gemma3-tiny-missing.gguf")) } throws: {
+            "\($0)".contains("1 missing tensor: blk.1.attn_k_norm.weight (model.layers.1.self_attn.k_norm.weight)")
+        }
+        #expect { try ModelLoader.loadGGUF(dir.appendingPathComponent("gemma3-tiny-misshaped.gguf")) } throws: {
+            "\($0)".contains("blk.0.ffn_up.weight (model.layers.0.mlp.up_proj.weight): file [40, 16], model [32, 16]")
+        }
+    }
+
     @Test func wrongFilesAreRefusedByName() throws {
         let smol = try GGUFFile(url: try realModel(.smolLM2))
         #expect {

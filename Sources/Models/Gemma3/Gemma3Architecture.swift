@@ -40,7 +40,9 @@ public enum Gemma3Architecture: ModelArchitecture {
         let model = Gemma3ForCausalLM(config)
         var names = Dictionary(model.parameterNames.map { ($0.gguf, $0.hf) }, uniquingKeysWith: { a, _ in a })
         names["output.weight"] = "lm_head.weight"
+        let fileNames = Dictionary(model.parameterNames.map { ($0.hf, $0.gguf) }, uniquingKeysWith: { a, _ in a })
         let storedTypes = try ModelLoader.loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: { names[$0] },
+                                                          ggufName: { fileNames[$0] },
                                                           rowOrder: { _, _ -> ((Int) -> Int)? in nil }) { name, tensor in
             // The GGUF folds Gemma's 1 + w into its norm weights; the model adds the 1 itself.
             if name.hasSuffix("norm.weight") { for i in 0..<tensor.count { tensor[i] -= 1 } }

@@ -61,7 +61,8 @@ extension ModelLoader {
         let model = try LlamaForCausalLM(config)
         let hfNames = Dictionary(model.namedParameters.compactMap { p in ggufName(forLlama: p.name).map { ($0, p.name) } },
                                  uniquingKeysWith: { a, _ in a })
-        let storedTypes = try loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: { hfNames[$0] }) { name, rows in
+        let storedTypes = try loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: { hfNames[$0] },
+                                              ggufName: { ggufName(forLlama: $0) }) { name, rows in
             if name.hasSuffix("self_attn.q_proj.weight") { return rotaryRowOrder(rows: rows, heads: config.numAttentionHeads) }
             if name.hasSuffix("self_attn.k_proj.weight") { return rotaryRowOrder(rows: rows, heads: config.numKeyValueHeads) }
             return nil
