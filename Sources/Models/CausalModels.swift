@@ -9,8 +9,6 @@ public struct LoadedCausalLM {
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
     /// Where adapters attach (the model itself).
     public var adaptable: any AdaptableModel { model }
-    /// The registry's short name (`llama`, `gemma3`).
-    public var architecture: String { String(model.architecture.prefix { $0 != " " }) }
     public init(model: any CausalLanguageModel & PretrainedModel, tokenizer: any Tokenizer, chatTemplate: Result<ChatTemplate, ChatTemplateError>) {
         self.model = model
         self.tokenizer = tokenizer
