@@ -41,9 +41,6 @@ public protocol ModelArchitecture: Sendable {
     static var huggingFaceModelTypes: [String] { get }
     /// `general.architecture` values of the GGUF files it loads (empty: none).
     static var ggufArchitectures: [String] { get }
-    /// Why a Hugging Face directory's tokenizer files are not read for this architecture (nil:
-    /// they are): the model then loads alone, through `ModelLoader`, never with a misread tokenizer.
-    static var huggingFaceTokenizerRefusal: String? { get }
     /// From a Hugging Face directory's `config.json` and its safetensors weights (by state-dict
     /// name; the loader may add a fresh head, which it lists in `report.newlyInitialized`).
     static func loadHuggingFace(config: Data, configURL: URL, weights: [String: Tensor], options: LoadOptions,
@@ -53,7 +50,6 @@ public protocol ModelArchitecture: Sendable {
 }
 
 extension ModelArchitecture {
-    public static var huggingFaceTokenizerRefusal: String? { nil }
     public static func loadHuggingFace(config: Data, configURL: URL, weights: [String: Tensor], options: LoadOptions,
                                        report: inout LoadReport) throws(ModelError) -> any PretrainedModel {
         throw .unsupportedArchitecture("\(name) loads from .gguf files only (\(configURL.path))")

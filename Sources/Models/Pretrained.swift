@@ -32,12 +32,6 @@ public struct Pretrained {
                               chatTemplateSource: template, report: report)
         }
         if frozen == .q { throw .invalidInput("--precision q keeps a GGUF file's quantised blocks; \(url.lastPathComponent) is not a .gguf file") }
-        if let (type, _, _) = try? ModelLoader.huggingFaceModelType(directory: url),
-           let why = ModelRegistry.huggingFace(modelType: type)?.huggingFaceTokenizerRefusal {
-            // Refuse rather than tokenise wrongly.
-            throw .unsupportedArchitecture("\(url.path) is a Hugging Face \(type) folder: \(why); "
-                + "use the model's .gguf file (its weights alone load with ModelLoader.loadHuggingFace)")
-        }
         let (model, report) = try ModelLoader.load(url, seed: seed, labels: labels)
         try model.compressFrozenWeights(to: frozen)
         let tokenizer: any Tokenizer
@@ -74,6 +68,9 @@ extension HuggingFaceExport {
         let contextLength = pretrained.model.maxPositionEmbeddings
         if let bpe = pretrained.tokenizer as? ByteLevelBPETokenizer {
             return try bpe.huggingFaceFiles(chatTemplate: pretrained.chatTemplateSource, modelMaxLength: contextLength)
+        }
+        if let sentencePiece = pretrained.tokenizer as? SentencePieceBPETokenizer {
+            return try sentencePiece.huggingFaceFiles(chatTemplate: pretrained.chatTemplateSource, modelMaxLength: contextLength)
         }
         if let wordPiece = pretrained.tokenizer as? WordPieceTokenizer { return try wordPiece.huggingFaceFiles(modelMaxLength: contextLength) }
         return [:]

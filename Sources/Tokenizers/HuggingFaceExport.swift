@@ -294,3 +294,76 @@ private func writeString(_ s: String, into out: inout [UInt8]) {
     }
     out.append(UInt8(ascii: "\""))
 }
+
+extension SentencePieceBPETokenizer {
+    /// The merges this tokenizer applies, in rank order: every split of a vocabulary token into two
+    /// vocabulary pieces, ordered as `encode` merges (the merged token's id, then the longer left
+    /// piece, then the longer right one). What transformers derives from a Gemma GGUF.
+    var impliedMerges: [(left: String, right: String)] {
+        var merges: [(id: Int, left: Int, right: Int, pair: (String, String))] = []
+        for (token, id) in vocabulary.entries {
+            let scalars = Array(token.unicodeScalars)
+            guard scalars.count >= 2 else { continue }
+            for cut in 1..<scalars.count {
+                var left = String.UnicodeScalarView(), right = String.UnicodeScalarView()
+                left.append(contentsOf: scalars[..<cut])
+                right.append(contentsOf: scalars[cut...])
+                let l = String(left), r = String(right)
+                guard vocabulary.contains(l), vocabulary.contains(r) else { continue }
+                merges.append((id, cut, scalars.count - cut, (l, r)))
+            }
+        }
+        merges.sort { ($0.id, -$0.left, -$0.right) < ($1.id, -$1.left, -$1.right) }
+        return merges.map { (left: $0.pair.0, right: $0.pair.1) }
+    }
+
+    /// Hugging Face files for this tokenizer (`tokenizer.json`, `tokenizer_config.json`,
+    /// `special_tokens_map.json`): BPE with byte fallback, the " " → "▁" normalizer, the implied
+    /// merges, control tokens as special added tokens, and `<bos>` prepended when the tokenizer
+    /// adds it — the tokenizer transformers builds from the GGUF.
+    public func huggingFaceFiles(chatTemplate: String?, modelMaxLength: Int? = nil) throws(TokenizerError) -> [String: Data] {
+        func name(_ id: Int?, _ role: String) throws(TokenizerError) -> String? {
+            guard let id else { return nil }
+            guard let t = token(of: id) else { throw exportError(role, "has the id \(id), which has no token") }
+            return t
+        }
+        let bos = try name(bosTokenId, "bos"), eos = try name(eosTokenId, "eos"), pad = try name(padTokenId, "pad")
+        let unk = try name(unknownTokenId, "unk")
+        var postProcessor = JSON.null
+        if addBOS, let b = bosTokenId {
+            postProcessor = try templateProcessing(Template(single: [.special(ids: [b], typeId: 0), .sequence(second: false, typeId: 0)],
+                                                            pair: [.special(ids: [b], typeId: 0), .sequence(second: false, typeId: 0),
+                                                                   .special(ids: [b], typeId: 1), .sequence(second: true, typeId: 1)]),
+                                                   token: token(of:))
+        }
+        let space = JSON.object([("String", .string(" "))])
+        let tokenizerJSON = obj([
+            "version": .string("1.0"),
+            "truncation": .null,
+            "padding": .null,
+            "added_tokens": addedTokensJSON(added.tokens),
+            "normalizer": obj(["type": .string("Replace"), "pattern": space, "content": .string("\u{2581}")]),
+            "pre_tokenizer": obj(["type": .string("Split"), "pattern": space, "behavior": .string("MergedWithPrevious"), "invert": .bool(false)]),
+            "post_processor": postProcessor,
+            "decoder": obj(["type": .string("Sequence"), "decoders": .array([
+                obj(["type": .string("Replace"), "pattern": .object([("String", .string("\u{2581}"))]), "content": .string(" ")]),
+                obj(["type": .string("ByteFallback")]), obj(["type": .string("Fuse")]),
+            ])]),
+            "model": obj([
+                "type": .string("BPE"), "dropout": .null, "unk_token": unk.map(JSON.string) ?? .null,
+                "continuing_subword_prefix": .null, "end_of_word_suffix": .null, "fuse_unk": .bool(true), "byte_fallback": .bool(true),
+                "ignore_merges": .bool(false), "vocab": vocabularyJSON(vocabulary),
+                "merges": .array(impliedMerges.map { .array([.string($0.left), .string($0.right)]) }),
+            ]),
+        ])
+        let names = [("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)].compactMap { k, v in v.map { (key: k, value: $0) } }
+        var config: [(key: String, value: JSON)] = [("tokenizer_class", .string("PreTrainedTokenizerFast"))]
+        config += names.map { ($0.key, .string($0.value)) }
+        config.append(("clean_up_tokenization_spaces", .bool(false)))
+        if let modelMaxLength { config.append(("model_max_length", .number(Double(modelMaxLength)))) }
+        if let chatTemplate { config.append(("chat_template", .string(chatTemplate))) }
+        return ["tokenizer.json": serialize(tokenizerJSON),
+                "tokenizer_config.json": serialize(.object(config)),
+                "special_tokens_map.json": serialize(.object(names.map { ($0.key, .string($0.value)) }))]
+    }
+}

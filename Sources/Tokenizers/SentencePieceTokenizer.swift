@@ -218,3 +218,92 @@ struct MinHeap<Element> {
         return top
     }
 }
+
+extension SentencePieceBPETokenizer {
+    /// From a `tokenizer.json` of this kind (what `huggingFaceFiles` writes and transformers
+    /// builds from a Gemma GGUF): BPE with byte fallback, the " " → "▁" normalizer, `<bos>`
+    /// prepended or nothing. Every component is checked, and the merges must be exactly those the
+    /// vocabulary implies in `encode`'s order; anything else is refused by name rather than
+    /// tokenised differently.
+    init(json root: JSON, file: String, names: SpecialTokenNames) throws(TokenizerError) {
+        guard let model = root["model"], model.object != nil else { throw .missingField(file: file, field: "model") }
+        let vocabulary = try parseVocabulary(model, file: file)
+        func isString(_ pattern: JSON?, _ s: String) -> Bool { pattern?["String"]?.string == s }
+        let normalizer = root["normalizer"]
+        guard normalizer?["type"]?.string == "Replace", isString(normalizer?["pattern"], " "), normalizer?["content"]?.string == "\u{2581}" else {
+            throw .unsupportedComponent(file: file, component: "normalizer", detail: "a byte-fallback BPE needs Replace \" \" → \"▁\", not \(normalizer.map { "\($0)" } ?? "none")")
+        }
+        if let pre = root["pre_tokenizer"], !pre.isNull {
+            guard pre["type"]?.string == "Split", isString(pre["pattern"], " "), pre["behavior"]?.string == "MergedWithPrevious",
+                  pre["invert"]?.bool != true else {
+                throw .unsupportedComponent(file: file, component: "pre_tokenizer", detail: pre["type"]?.string ?? "\(pre)")
+            }
+        }
+        let decoders = root["decoder"]?["decoders"]?.array ?? []
+        guard root["decoder"]?["type"]?.string == "Sequence", decoders.count == 3,
+              decoders[0]["type"]?.string == "Replace", isString(decoders[0]["pattern"], "\u{2581}"), decoders[0]["content"]?.string == " ",
+              decoders[1]["type"]?.string == "ByteFallback", decoders[2]["type"]?.string == "Fuse" else {
+            throw .unsupportedComponent(file: file, component: "decoder", detail: "a byte-fallback BPE needs Replace ▁ → \" \", ByteFallback, Fuse")
+        }
+        for option in ["dropout", "continuing_subword_prefix", "end_of_word_suffix"] {
+            if let v = model[option], !v.isNull { throw .unsupportedComponent(file: file, component: "model option", detail: option) }
+        }
+        guard model["fuse_unk"]?.bool ?? true else { throw .unsupportedComponent(file: file, component: "model option", detail: "fuse_unk false") }
+        guard vocabulary.count == vocabulary.largestId + 1 else {
+            throw .invalidField(file: file, field: "model.vocab", reason: "ids are not 0..<\(vocabulary.count) without gaps")
+        }
+        let added = try parseAddedTokens(root, file: file)
+        var tokens: [String] = []
+        tokens.reserveCapacity(vocabulary.count)
+        for id in 0..<vocabulary.count {
+            guard let t = vocabulary.token(id) else { throw .invalidField(file: file, field: "model.vocab", reason: "has no token \(id)") }
+            tokens.append(t)
+        }
+        var types = [Int](repeating: 1, count: tokens.count)
+        for t in added {
+            guard t.id < tokens.count, tokens[t.id] == t.content, !t.lstrip, !t.rstrip, !t.singleWord, !t.normalized else {
+                throw .unsupportedComponent(file: file, component: "added token", detail: "\"\(t.content)\" (id \(t.id)) is not a plain vocabulary token")
+            }
+            types[t.id] = t.special ? 3 : 4
+        }
+        func id(_ role: String, _ token: String?) throws(TokenizerError) -> Int? {
+            guard let token else { return nil }
+            guard let id = vocabulary.id(token) else { throw .unknownSpecialToken(file: file, role: role, token: token) }
+            return id
+        }
+        let bos = try id("bos_token", names.bos), eos = try id("eos_token", names.eos), pad = try id("pad_token", names.pad)
+        let unknown = try id("model.unk_token", model["unk_token"]?.string ?? names.unk)
+        let template = try Template.parse(root["post_processor"], file: file, vocabulary: vocabulary.id)
+        let addBOS: Bool
+        switch template.single.count {
+        case 1: addBOS = false
+        case 2:
+            guard case .special(let ids, 0) = template.single[0], ids.count == 1, let b = bos ?? ids.first, ids == [b],
+                  case .sequence(false, 0) = template.single[1] else {
+                throw .unsupportedComponent(file: file, component: "post_processor", detail: "only <bos> before the text is supported")
+            }
+            addBOS = true
+        default: throw .unsupportedComponent(file: file, component: "post_processor", detail: "only <bos> before the text is supported")
+        }
+        let bosId = bos ?? { if case .special(let ids, _)? = template.single.first { ids.first } else { nil } }()
+        try self.init(tokens: tokens, tokenTypes: types, bos: bosId, eos: eos, pad: pad, unknown: unknown, addBOS: addBOS, source: file)
+        // The merges must be the ones `encode` applies, in its order.
+        guard let list = model["merges"]?.array else { throw .missingField(file: file, field: "model.merges") }
+        let implied = impliedMerges
+        var same = list.count == implied.count
+        if same {
+            for (i, m) in list.enumerated() {
+                let pair: (String, String)?
+                if let a = m.array, a.count == 2, let l = a[0].string, let r = a[1].string { pair = (l, r) }
+                else if let s = m.string, case let parts = s.split(separator: " ", omittingEmptySubsequences: false), parts.count == 2 {
+                    pair = (String(parts[0]), String(parts[1]))
+                } else { throw .invalidMerge(file: file, index: i, merge: "\(m)") }
+                if pair?.0 != implied[i].left || pair?.1 != implied[i].right { same = false; break }
+            }
+        }
+        guard same else {
+            throw .unsupportedComponent(file: file, component: "model.merges",
+                                        detail: "not the merges its vocabulary implies (\(list.count) given, \(implied.count) implied): this byte-fallback BPE is not supported")
+        }
+    }
+}

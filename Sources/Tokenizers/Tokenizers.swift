@@ -99,6 +99,9 @@ func loadTokenizer(tokenizerJSON data: Data, source file: String, names: Special
     guard let model = root["model"], model.object != nil else { throw .missingField(file: file, field: "model") }
     let type = model["type"]?.string ?? (model["merges"] != nil ? "BPE" : "")
     switch type {
+    case "BPE" where model["byte_fallback"]?.bool == true:
+        // SentencePiece-style BPE (Gemma): byte fallback, "▁" for spaces.
+        return try SentencePieceBPETokenizer(json: root, file: file, names: names)
     case "BPE": return try ByteLevelBPETokenizer(json: root, file: file, names: names)
     case "WordPiece": return try WordPieceTokenizer(json: root, file: file, names: names)
     default: throw .unsupportedModel(file: file, type: type.isEmpty ? "(none)" : type)

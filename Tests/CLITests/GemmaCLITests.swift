@@ -105,8 +105,20 @@ struct GemmaCLITests {
         let mergedConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: merged.appendingPathComponent("config.json"))) as? [String: Any]
         #expect(mergedConfig?["model_type"] as? String == "gemma3_text")
         #expect(mergedConfig?["architectures"] as? [String] == ["Gemma3ForCausalLM"])
-        #expect(merge.stderr.contains("tokenizer"), "merge should say the tokenizer files are not written: \(merge.stderr)")
-        #expect(FileManager.default.fileExists(atPath: merged.appendingPathComponent("model.safetensors").path))
+        for file in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            #expect(FileManager.default.fileExists(atPath: merged.appendingPathComponent(file).path), "no \(file)")
+        }
+        // The merged folder runs on its own: its tokenizer.json gives the GGUF's ids, its weights the adapted log-probs.
+        let probe = "Colour number 2: blue"
+        let fromFolder = try CLITests.lora(["score", "--model", merged.path, "--text", probe, "--json"])
+        let withAdapter = try CLITests.lora(["score", "--model", "gemma-3-270m", "--adapter", out.path, "--text", probe, "--json"])
+        #expect(fromFolder.status == 0 && withAdapter.status == 0, "\(fromFolder.stderr)")
+        #expect(try fromFolder.json()["ids"] as? [Int] == (try withAdapter.json()["ids"] as? [Int]))
+        let folderLogprobs = try #require(try fromFolder.json()["logprobs"] as? [Double])
+        let adapterLogprobs = try #require(try withAdapter.json()["logprobs"] as? [Double])
+        let gap = zip(folderLogprobs, adapterLogprobs).map { abs($0 - $1) }.max() ?? .infinity
+        print("lora score on the merged Gemma folder vs the GGUF with the adapter: max |Δ log p| \(gap)")
+        #expect(folderLogprobs.count == adapterLogprobs.count && gap < 1e-3)
 
         // Convert to mlx-lm's layout (the layer count comes from the model).
         let mlx = try CLITests.lora(["convert", "--input", out.path, "--output", work.appendingPathComponent("mlx").path, "--to", "mlx",

@@ -100,7 +100,10 @@ struct Gemma3Tests {
         try model.mergeAdapters()
         let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-gemma-merged-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
-        try HuggingFaceExport.write(model, tokenizerFiles: [:], tokenizer: nil, storage: .f32, to: dir)
+        let gguf = try GGUFFile(url: url)
+        let tokenizer = try #require(try ggufTokenizer(gguf) as? SentencePieceBPETokenizer)
+        let files = try tokenizer.huggingFaceFiles(chatTemplate: gguf.metadata["tokenizer.chat_template"]?.string, modelMaxLength: 32_768)
+        try HuggingFaceExport.write(model, tokenizerFiles: files, tokenizer: tokenizer, storage: .f32, to: dir)
         let (reloaded, _) = try ModelLoader.loadHuggingFace(directory: dir)
         let gemma = try #require(reloaded as? Gemma3ForCausalLM)
         #expect(gemma.config == (model as? Gemma3ForCausalLM)?.config)
@@ -112,8 +115,18 @@ struct Gemma3Tests {
         }
         print("Gemma 3 merged, written as gemma3_text and reloaded: max |Δ log p| vs PEFT merge_and_unload \(worst)")
         #expect(worst <= 1e-3)
-        // The folder's tokenizer is not read yet, so the commands refuse it by name instead of misreading it.
-        #expect { try Pretrained.load(dir) } throws: { "\($0)".contains("SentencePiece tokenizer.json is not read yet") }
+        // The folder as a whole (model and SentencePiece tokenizer.json) loads, and
+        // tokenises the hard-case corpus as the GGUF's tokenizer does (transformers' ids).
+        let folder = try Pretrained.load(dir)
+        let corpus = try JSONDecoder().decode([String: [[String: String]]].self,
+                                              from: Data(contentsOf: fixturesDirectory.appendingPathComponent("tokenizers/corpus.json")))
+        let texts = (corpus["cases"] ?? []).compactMap { $0["text"] }
+        #expect(texts.count >= 50)
+        for text in texts {
+            #expect(folder.tokenizer.encode(text, addSpecialTokens: true) == tokenizer.encode(text, addSpecialTokens: true), "\(text.debugDescription)")
+        }
+        #expect(folder.tokenizer.decode(tokenizer.encode("Héllo  wörld\n\n🙂", addSpecialTokens: true), skipSpecialTokens: true) == "Héllo  wörld\n\n🙂")
+        #expect(folder.model is Gemma3ForCausalLM && folder.tokenizer.eosTokenId == tokenizer.eosTokenId)
     }
 
     /// transformers 4.x's keys (rope_theta, rope_local_base_freq, sliding_window_pattern) give the

@@ -5,15 +5,13 @@ import OrderedJSON
 import Tokenizers
 
 /// Gemma 3 text decoders (gemma-3-270m and up, text only): a GGUF whose `general.architecture` is
-/// gemma3, or a Hugging Face `gemma3_text` directory (what `lora merge` writes; its SentencePiece
-/// `tokenizer.json` is not read yet, so such a folder loads as a model without a tokenizer).
+/// gemma3, or a Hugging Face `gemma3_text` directory (what `lora merge` writes, with the
+/// SentencePiece `tokenizer.json` transformers builds from the GGUF).
 public enum Gemma3Architecture: ModelArchitecture {
     public static let name = "gemma3"
     public static let task = ModelTask.causalLM
     public static let huggingFaceModelTypes = ["gemma3_text"]
     public static let ggufArchitectures = ["gemma3"]
-    /// Gemma's SentencePiece tokenizer.json would be misread as byte-level BPE.
-    public static let huggingFaceTokenizerRefusal: String? = "its SentencePiece tokenizer.json is not read yet"
 
     public static func loadHuggingFace(config data: Data, configURL: URL, weights: [String: Tensor], options: LoadOptions,
                                        report: inout LoadReport) throws(ModelError) -> any PretrainedModel {
