@@ -103,6 +103,12 @@ extension PretrainedModel {
         return try encoder.encode(configuration)
     }
 
+    /// `bos_token_id`, `eos_token_id`, `pad_token_id` of a decoder's config.json, those the tokenizer has.
+    package func specialTokenIdMembers(_ tokenizer: (any Tokenizer)?) -> [(key: String, value: JSON)] {
+        [("bos_token_id", tokenizer?.bosTokenId), ("eos_token_id", tokenizer?.eosTokenId), ("pad_token_id", tokenizer?.padTokenId)]
+            .compactMap { key, id in id.map { (key: key, value: JSON.number(Double($0))) } }
+    }
+
     /// The members of `configuration`'s own encoding, for `huggingFaceConfig`.
     package func jsonMembers<C: Encodable>(_ configuration: C) throws -> [(key: String, value: JSON)] {
         try JSON.parse(JSONEncoder().encode(configuration)).object ?? []

@@ -121,9 +121,7 @@ extension Gemma3ForCausalLM: PretrainedModel {
     public func huggingFaceConfig(tokenizer: (any Tokenizer)?) throws -> [(key: String, value: JSON)] {
         var members = try configurationMembers()
         members += [("model_type", .string("gemma3_text")), ("architectures", .array([.string("Gemma3ForCausalLM")]))]
-        if let bos = tokenizer?.bosTokenId { members.append(("bos_token_id", .number(Double(bos)))) }
-        if let eos = tokenizer?.eosTokenId { members.append(("eos_token_id", .number(Double(eos)))) }
-        if let pad = tokenizer?.padTokenId { members.append(("pad_token_id", .number(Double(pad)))) }
+        members += specialTokenIdMembers(tokenizer)
         return members
     }
 }

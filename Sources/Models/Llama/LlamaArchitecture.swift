@@ -79,9 +79,7 @@ extension LlamaForCausalLM: PretrainedModel {
     public func huggingFaceConfig(tokenizer: (any Tokenizer)?) throws -> [(key: String, value: JSON)] {
         var members = try jsonMembers(config)
         members += [("model_type", .string("llama")), ("architectures", .array([.string("LlamaForCausalLM")]))]
-        if let bos = tokenizer?.bosTokenId { members.append(("bos_token_id", .number(Double(bos)))) }
-        if let eos = tokenizer?.eosTokenId { members.append(("eos_token_id", .number(Double(eos)))) }
-        if let pad = tokenizer?.padTokenId { members.append(("pad_token_id", .number(Double(pad)))) }
+        members += specialTokenIdMembers(tokenizer)
         return members
     }
 }
