@@ -172,7 +172,7 @@ struct BenchTrainResult: Codable {
 struct BenchInfer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "infer",
-        abstract: "Time prefill and greedy decoding of a Llama-family model, with or without an adapter.",
+        abstract: "Time prefill and greedy decoding of a causal language model (Llama, Gemma 3), with or without an adapter.",
         discussion: """
         Runs a random prompt of --prompt-tokens through the model (prefill), then decodes \
         --new-tokens one at a time with the KV cache (end-of-sequence does not stop it), \

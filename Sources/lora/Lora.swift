@@ -6,7 +6,7 @@ struct Lora: ParsableCommand {
         commandName: "lora",
         abstract: "LoRA fine-tuning, merging and serving of pretrained transformers, in Swift.",
         discussion: """
-        swift-lora adapts Llama-family decoders and BERT-family encoders with low-rank adapters \
+        swift-lora adapts Llama-family and Gemma 3 decoders and BERT-family encoders with low-rank adapters \
         (Hu et al., 2021): the pretrained weights stay frozen and only small A and B matrices are \
         trained. Models are taken from the files users have (GGUF, Hugging Face directories) or \
         fetched by name into the model store ($LORA_HOME, default ~/.cache/swift-lora).
