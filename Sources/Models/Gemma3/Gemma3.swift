@@ -194,6 +194,16 @@ public final class Gemma3Attention {
     }
 
     var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
+
+    /// What the forward pass keeps for the backward pass, and the backward pass's work buffers
+    /// (lent from block to block by the model's `BufferPool`).
+    var activationBuffers: [Tensor] {
+        linearModules.flatMap(\.activationBuffers) + qNorm.activationBuffers + kNorm.activationBuffers + attention.activationBuffers
+    }
+    var gradientBuffers: [Tensor] {
+        [contextGradient, inputGradient] + attention.gradientBuffers + qNorm.gradientBuffers + kNorm.gradientBuffers
+            + linearModules.flatMap(\.gradientBuffers)
+    }
 }
 
 /// One Gemma 3 block: pre- and post-norms around both sublayers.
@@ -241,6 +251,16 @@ public final class Gemma3DecoderLayer {
         return inputGradient
     }
 
+    var norms: [RMSNorm] { [inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm] }
+    /// Everything but the block's output and input gradient, which the next blocks read.
+    var activationBuffers: [Tensor] { [hidden] + norms.flatMap(\.activationBuffers) + selfAttn.activationBuffers + mlp.activationBuffers }
+    var gradientBuffers: [Tensor] { [hiddenGradient] + norms.flatMap(\.gradientBuffers) + selfAttn.gradientBuffers + mlp.gradientBuffers }
+    var workBuffers: [Tensor] { activationBuffers + gradientBuffers }
+    var dropoutStates: [[SplitMix64]] {
+        get { (selfAttn.linearModules + mlp.linearModules).map(\.dropoutStates) }
+        set { for (m, s) in zip(selfAttn.linearModules + mlp.linearModules, newValue) { m.dropoutStates = s } }
+    }
+
     /// This block's parameters: (Hugging Face name, GGUF name, parameter).
     func parameters(_ index: Int) -> [(hf: String, gguf: String, parameter: Parameter)] {
         let h = "model.layers.\(index).", g = "blk.\(index)."
@@ -272,6 +292,13 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     let logitsOutput = Tensor(shape: [0])
     let lossHead = ChunkedLMHeadLoss()
     let embeddingGradient = Tensor(shape: [0])
+    /// One block's work buffers, lent to each block in turn: gradients always, activations too
+    /// when `recomputesActivations` (as Llama's).
+    let sharedBuffers = BufferPool()
+    /// Keep only each block's input in a training step's forward pass and recompute the block
+    /// (same dropout masks) just before its backward pass.
+    public var recomputesActivations = false
+    private var recomputation: (inputs: [Tensor], batch: Int, length: Int, positions: [Int], padding: [Int]?, dropout: [[[SplitMix64]]])?
 
     public var vocabularySize: Int { config.vocabSize }
 
@@ -314,15 +341,30 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     }
 
     /// The final hidden states [B, T, C] after the last norm.
-    public func hiddenStates(_ input: TokenBatch) throws(ModelError) -> Tensor {
+    public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false) throws(ModelError) -> Tensor {
         try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
+        let positions = input.positions
         var x = embed(input.inputIds, shape: [input.batch, input.length])
+        let recompute = forBackward && recomputesActivations
+        var inputs: [Tensor] = [], dropout: [[[SplitMix64]]] = []
         for layer in layers {
-            x = layer.forward(x) { h in
-                layer.selfAttn.forward(h, batch: input.batch, length: input.length, positions: input.positions, padding: input.attentionMask)
+            // Recomputing (or a forward pass without backward while recomputation is on), every
+            // block runs in the pool's buffers.
+            let buffers = recomputesActivations ? layer.workBuffers : []
+            if recompute {
+                inputs.append(x)
+                dropout.append(layer.dropoutStates)
             }
+            sharedBuffers.lend(to: buffers)
+            x = runBlock(layer, x, batch: input.batch, length: input.length, positions: positions, padding: input.attentionMask)
+            sharedBuffers.takeBack(from: buffers)
         }
+        recomputation = recompute ? (inputs, input.batch, input.length, positions, input.attentionMask, dropout) : nil
         return norm.forward(x)
+    }
+
+    private func runBlock(_ layer: Gemma3DecoderLayer, _ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
+        layer.forward(x) { h in layer.selfAttn.forward(h, batch: batch, length: length, positions: positions, padding: padding) }
     }
 
     /// Mean next-token cross-entropy (targets as Hugging Face shifts them: position t predicts
@@ -331,11 +373,25 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     public func loss(_ input: TokenBatch, labels: [Int], backward: Bool) throws(ModelError) -> Float {
         if backward { try requireUnmerged("training") }
         let targets = try nextTokenTargets(labels: labels, input: input, vocabularySize: config.vocabSize)
-        let h = try hiddenStates(input)
+        let h = try hiddenStates(input, forBackward: backward)
         let (loss, _) = lossHead(h, head: embedTokens.weight, targets: targets, computeGradients: backward)
         guard backward else { return loss }
         var d = norm.backward(lossHead.inputGradient)
-        for layer in layers.reversed() { d = layer.backward(d) }
+        let saved = recomputation
+        recomputation = nil
+        for (i, layer) in layers.enumerated().reversed() {
+            // Gradients always run in the pool's buffers; recomputed activations too.
+            let buffers = saved == nil ? layer.gradientBuffers : layer.workBuffers
+            sharedBuffers.lend(to: buffers)
+            if let saved {
+                let after = layer.dropoutStates
+                layer.dropoutStates = saved.dropout[i]
+                _ = runBlock(layer, saved.inputs[i], batch: saved.batch, length: saved.length, positions: saved.positions, padding: saved.padding)
+                layer.dropoutStates = after
+            }
+            d = layer.backward(d)
+            sharedBuffers.takeBack(from: buffers)
+        }
         // x = e · √C
         embeddingGradient.resize(d.shape)
         let factor = Float(config.hiddenSize).squareRoot()

@@ -68,7 +68,11 @@ extension Gemma3ForCausalLM: PretrainedModel {
         return 4 * n * head + (embedTokens.weight.isTrainable ? 2 * n * head : 0)
     }
 
-    /// Every block keeps its own activation and gradient buffers (no recomputation yet); the
+    public var supportsActivationRecomputation: Bool { true }
+    public func setActivationRecomputation(_ on: Bool) { recomputesActivations = on }
+
+    /// Each block keeps its activations (one set in all with `--recompute`); the gradient buffers
+    /// are one set lent from block to block; each block owns its output and input gradient. The
     /// counts follow `Gemma3DecoderLayer`, `Gemma3Attention` and `GatedMLP`.
     public func activationEstimate(batch: Int, length: Int, recompute: Bool, adapters: AdapterBufferCounts) -> ActivationEstimate {
         let n = batch * length
@@ -76,25 +80,29 @@ extension Gemma3ForCausalLM: PretrainedModel {
         let h = config.numAttentionHeads, kvh = config.numKeyValueHeads
         let q = h * config.headDim, kv = kvh * config.headDim
         let probabilities = batch * h * length * length
-        let activations = 4 * (n * c + n)              // four block norms: outputs and 1/rms
+        let blockActivations = 4 * (n * c + n)         // four block norms: outputs and 1/rms
             + (n * q + n * h) + (n * kv + n * kvh)      // per-head q and k norms
-            + 2 * n * c                                 // the two residual sums
+            + n * c                                     // the residual sum after attention
             + n * (q + 2 * kv + c)                      // q, k, v, o outputs
             + n * q + probabilities                     // attention output, probabilities
             + n * (3 * i + c)                           // gate, up, GELU·up, down
+            + adapters.activations / max(layers, 1)
         let gradients = 4 * n * c + n * q + n * kv      // the norms' input gradients
             + 2 * n * q + n * c + 2 * n * kv            // context and dq; attention input; dk, dv
             + batch * length * length                   // dP scratch
             + n * (3 * i + c)                           // MLP gradients and its input gradient
-            + 2 * n * c                                 // the block's hidden and input gradients
-        let perBlock = activations + gradients
+            + n * c                                     // the block's hidden gradient
+            + adapters.gradients / max(layers, 1)
+        let ownedPerBlock = 2 * n * c                   // each block's output and input gradient
         let modelLevel = 6 * n * c + n                 // embedding, √C-scaled copy, final norm and 1/rms, its gradient, the head's and the embedding's input gradients
+        let kept = recompute ? blockActivations : layers * blockActivations
         let chunk = min(256, n)
         return ActivationEstimate(
-            activationBytes: 4 * (layers * perBlock + adapters.activations + adapters.gradients + modelLevel),
-            activationDetail: "\(layers) blocks × \(mib(4 * perBlock)) each (Gemma 3 keeps every block's buffers)",
+            activationBytes: 4 * (kept + gradients + layers * ownedPerBlock + modelLevel),
+            activationDetail: recompute ? "\(layers) blocks, one shared set of activations (--recompute)"
+                : "\(layers) blocks × \(mib(4 * blockActivations)) each",
             headBytes: 4 * chunk * (config.vocabSize + 2 * c),
-            headDetail: "chunked loss: [\(chunk), \(config.vocabSize)] logits", recomputeApplies: false)
+            headDetail: "chunked loss: [\(chunk), \(config.vocabSize)] logits", recomputeApplies: true)
     }
 
     /// transformers' `Gemma3TextConfig` keys (5.x: `rope_parameters` and `layer_types`).
