@@ -299,14 +299,8 @@ public struct GGUFFile: Sendable {
     /// must hold exactly its element count.
     public func readTensor(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws(GGUFError) {
         let info = try info(name)
-        guard info.type.canDequantize else { throw .unsupportedTensorType(name: info.name, type: info.type) }
-        guard destination.count == info.elementCount else {
-            throw .rowsOutOfRange(name: name, rows: 0..<destination.count, rowCount: info.elementCount)
-        }
-        let start = dataOffset + info.offset
-        data.withUnsafeBytes { raw in
-            info.type.dequantize(UnsafeRawBufferPointer(rebasing: raw[start..<(start + info.byteCount)]), into: destination)
-        }
+        precondition(destination.count == info.elementCount, "\(name): \(destination.count) floats for \(info.elementCount) values")
+        try dequantize(info, 0..<info.rowCount, into: destination)
     }
 
     /// Rows `rows` of the tensor viewed as `[rowCount, rowLength]` (ne[0] per row), dequantised
@@ -327,18 +321,22 @@ public struct GGUFFile: Sendable {
     }
 
     private func rows(of info: GGUFTensorInfo, _ rows: Range<Int>, shape: [Int]) throws(GGUFError) -> Tensor {
-        guard info.type.canDequantize else { throw .unsupportedTensorType(name: info.name, type: info.type) }
         let t = Tensor(shape: shape)
+        try dequantize(info, rows, into: UnsafeMutableBufferPointer(start: t.data, count: t.count))
+        return t
+    }
+
+    /// Rows `rows` of the tensor dequantised into `destination` ([rows.count, rowLength]).
+    private func dequantize(_ info: GGUFTensorInfo, _ rows: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws(GGUFError) {
+        guard info.type.canDequantize else { throw .unsupportedTensorType(name: info.name, type: info.type) }
         // Validated at parse time: rowLength is a whole number of blocks and every row lies
         // inside the data section, so these products cannot overflow.
         let rowBytes = info.rowLength / info.type.blockSize * info.type.typeSize
         let start = dataOffset + info.offset + rows.lowerBound * rowBytes
         let byteCount = rows.count * rowBytes
         data.withUnsafeBytes { raw in
-            info.type.dequantize(UnsafeRawBufferPointer(rebasing: raw[start..<(start + byteCount)]),
-                                 into: UnsafeMutableBufferPointer(start: t.data, count: t.count))
+            info.type.dequantize(UnsafeRawBufferPointer(rebasing: raw[start..<(start + byteCount)]), into: destination)
         }
-        return t
     }
 
     // MARK: - Typed metadata lookups

@@ -43,8 +43,9 @@ extension ModelLoader {
     /// Fills `model` from a GGUF file, one tensor at a time straight into its parameter (no second
     /// copy of the whole model in memory), after checking every name and shape from the tensor
     /// infos. `hfName` maps a GGUF tensor name to the model's parameter name (nil: keep the GGUF
-    /// name, which then fails the check as unexpected), `ggufName` the other way (for errors); `rowOrder` gives, for a parameter whose
-    /// rows the file stores permuted, the file row of each model row; `adjust` changes an fp32
+    /// name, which then fails the check as unexpected), `ggufName` the other way (for errors);
+    /// `rowOrder` gives, for a parameter whose rows the file stores permuted, the file row of each
+    /// model row; `adjust` changes an fp32
     /// tensor after reading (Gemma's norms). With `frozen`, packable weights are stored packed
     /// (`.q`: the file's own blocks). Returns the stored dtype of each tensor by its GGUF name.
     package static func loadGGUFWeights(_ gguf: GGUFFile, url: URL, into model: some PretrainedModel, frozen: FrozenPrecision,
@@ -74,11 +75,12 @@ extension ModelLoader {
             guard let source = sources[name], let info = infos[source] else { continue }
             storedTypes[source] = info.type.name
             let order = rowOrder(name, info.rowCount)
-            if frozen == .q && packable.contains(name) {
+            let packs = packable.contains(name)
+            if frozen == .q && packs {
                 do { parameter.pack(try packedBlocks(gguf, info, rowOrder: order ?? { $0 })) } catch { throw .file(url, error) }
                 continue
             }
-            if order == nil && !(frozen == .bf16 && packable.contains(name)) {
+            if order == nil && !packs {
                 // Straight into the parameter: no second copy of the largest tensor (Gemma's embedding is 640 MiB).
                 do { try gguf.readTensor(source, into: UnsafeMutableBufferPointer(start: parameter.value.data, count: parameter.value.count)) }
                 catch { throw .file(url, error) }
@@ -89,7 +91,7 @@ extension ModelLoader {
             do { tensor = try gguf.tensor(source) } catch { throw .file(url, error) }
             if let order { tensor = reorderRows(tensor, order) }
             adjust(name, tensor)
-            if frozen == .bf16 && packable.contains(name) {
+            if packs {
                 parameter.pack(.bf16(tensor))
             } else {
                 parameter.value.copy(from: tensor)
@@ -122,5 +124,4 @@ extension ModelLoader {
             }
         }
     }
-
 }

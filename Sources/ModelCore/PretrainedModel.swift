@@ -32,6 +32,25 @@ public struct ActivationEstimate: Sendable, Equatable {
     }
 }
 
+extension ActivationEstimate {
+    /// A decoder's, from element counts: `layers` blocks each keeping `blockActivations` (one set
+    /// in all with `recompute`), one set of `sharedGradients` lent from block to block, each
+    /// block's own output and input gradient (`ownedPerBlock`), the model-level buffers, and the
+    /// chunked LM-head loss over `vocabularySize` ([256, V] is reserved, but only the rows of
+    /// counted targets are ever touched).
+    public static func decoder(layers: Int, tokens n: Int, hiddenSize c: Int, vocabularySize: Int, blockActivations: Int,
+                               sharedGradients: Int, ownedPerBlock: Int, modelLevel: Int, recompute: Bool) -> ActivationEstimate {
+        let kept = recompute ? blockActivations : layers * blockActivations
+        let chunk = min(256, n)
+        return ActivationEstimate(
+            activationBytes: 4 * (kept + sharedGradients + layers * ownedPerBlock + modelLevel),
+            activationDetail: recompute ? "\(layers) blocks, one shared set of activations (--recompute)"
+                : "\(layers) blocks × \(mib(4 * blockActivations)) each",
+            headBytes: 4 * chunk * (vocabularySize + 2 * c),
+            headDetail: "chunked loss: [\(chunk), \(vocabularySize)] logits", recomputeApplies: true)
+    }
+}
+
 /// The adapter buffers of a training step summed over every adapted module (element counts, not
 /// bytes), which an architecture's `ActivationEstimate` spreads over its blocks.
 public struct AdapterBufferCounts: Sendable, Equatable {

@@ -7,8 +7,6 @@ public struct LoadedCausalLM {
     public let model: any CausalLanguageModel & PretrainedModel
     public let tokenizer: any Tokenizer
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
-    /// Where adapters attach (the model itself).
-    public var adaptable: any AdaptableModel { model }
     public init(model: any CausalLanguageModel & PretrainedModel, tokenizer: any Tokenizer, chatTemplate: Result<ChatTemplate, ChatTemplateError>) {
         self.model = model
         self.tokenizer = tokenizer

@@ -88,21 +88,7 @@ public struct ByteLevelBPETokenizer: Tokenizer {
         let type = model["type"]?.string ?? "BPE"
         guard type == "BPE" else { throw .unsupportedModel(file: file, type: type) }
         let vocabulary = try parseVocabulary(model, file: file)
-        guard let mergeList = model["merges"]?.array else { throw .missingField(file: file, field: "model.merges") }
-        var pairs: [(String, String)] = []
-        pairs.reserveCapacity(mergeList.count)
-        for (i, m) in mergeList.enumerated() {
-            // Two formats: "a b" (tokenizers < 0.20) and ["a", "b"].
-            if let s = m.string {
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw .invalidMerge(file: file, index: i, merge: s) }
-                pairs.append((String(parts[0]), String(parts[1])))
-            } else if let a = m.array, a.count == 2, let l = a[0].string, let r = a[1].string {
-                pairs.append((l, r))
-            } else {
-                throw .invalidMerge(file: file, index: i, merge: "\(m)")
-            }
-        }
+        let pairs = try parseMerges(model, file: file)
         try requireOff(model["byte_fallback"], file: file, component: "model option", detail: "byte_fallback")
         try requireOff(model["dropout"], file: file, component: "model option", detail: "dropout")
         try requireOff(model["continuing_subword_prefix"], file: file, component: "model option", detail: "continuing_subword_prefix")

@@ -161,14 +161,21 @@ extension WordPieceTokenizer {
             guard let t = token(of: id) else { throw exportError(key, "has the id \(id), which has no token") }
             names.append((key, t))
         }
-        var config: [(key: String, value: JSON)] = [("tokenizer_class", .string("PreTrainedTokenizerFast"))]
-        config += names.map { ($0.key, .string($0.value)) }
-        config.append(("clean_up_tokenization_spaces", .bool(false)))
-        if let modelMaxLength { config.append(("model_max_length", .number(Double(modelMaxLength)))) }
-        return ["tokenizer.json": serialize(tokenizerJSON),
-                "tokenizer_config.json": serialize(.object(config)),
-                "special_tokens_map.json": serialize(.object(names.map { ($0.key, .string($0.value)) }))]
+        return tokenizerFiles(tokenizerJSON, names: names, modelMaxLength: modelMaxLength, chatTemplate: nil)
     }
+}
+
+/// The three files for `tokenizerJSON`, with the special tokens `names` (bos_token: "<s>", …) in
+/// tokenizer_config.json and special_tokens_map.json.
+private func tokenizerFiles(_ tokenizerJSON: JSON, names: [(key: String, value: String)], modelMaxLength: Int?, chatTemplate: String?) -> [String: Data] {
+    var config: [(key: String, value: JSON)] = [("tokenizer_class", .string("PreTrainedTokenizerFast"))]
+    config += names.map { ($0.key, .string($0.value)) }
+    config.append(("clean_up_tokenization_spaces", .bool(false)))
+    if let modelMaxLength { config.append(("model_max_length", .number(Double(modelMaxLength)))) }
+    if let chatTemplate { config.append(("chat_template", .string(chatTemplate))) }
+    return ["tokenizer.json": serialize(tokenizerJSON),
+            "tokenizer_config.json": serialize(.object(config)),
+            "special_tokens_map.json": serialize(.object(names.map { ($0.key, .string($0.value)) }))]
 }
 
 private func exportError(_ what: String, _ reason: String) -> TokenizerError {
@@ -357,13 +364,6 @@ extension SentencePieceBPETokenizer {
             ]),
         ])
         let names = [("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)].compactMap { k, v in v.map { (key: k, value: $0) } }
-        var config: [(key: String, value: JSON)] = [("tokenizer_class", .string("PreTrainedTokenizerFast"))]
-        config += names.map { ($0.key, .string($0.value)) }
-        config.append(("clean_up_tokenization_spaces", .bool(false)))
-        if let modelMaxLength { config.append(("model_max_length", .number(Double(modelMaxLength)))) }
-        if let chatTemplate { config.append(("chat_template", .string(chatTemplate))) }
-        return ["tokenizer.json": serialize(tokenizerJSON),
-                "tokenizer_config.json": serialize(.object(config)),
-                "special_tokens_map.json": serialize(.object(names.map { ($0.key, .string($0.value)) }))]
+        return tokenizerFiles(tokenizerJSON, names: names, modelMaxLength: modelMaxLength, chatTemplate: chatTemplate)
     }
 }

@@ -288,22 +288,12 @@ extension SentencePieceBPETokenizer {
         let bosId = bos ?? { if case .special(let ids, _)? = template.single.first { ids.first } else { nil } }()
         try self.init(tokens: tokens, tokenTypes: types, bos: bosId, eos: eos, pad: pad, unknown: unknown, addBOS: addBOS, source: file)
         // The merges must be the ones `encode` applies, in its order.
-        guard let list = model["merges"]?.array else { throw .missingField(file: file, field: "model.merges") }
+        let merges = try parseMerges(model, file: file)
         let implied = impliedMerges
-        var same = list.count == implied.count
-        if same {
-            for (i, m) in list.enumerated() {
-                let pair: (String, String)?
-                if let a = m.array, a.count == 2, let l = a[0].string, let r = a[1].string { pair = (l, r) }
-                else if let s = m.string, case let parts = s.split(separator: " ", omittingEmptySubsequences: false), parts.count == 2 {
-                    pair = (String(parts[0]), String(parts[1]))
-                } else { throw .invalidMerge(file: file, index: i, merge: "\(m)") }
-                if pair?.0 != implied[i].left || pair?.1 != implied[i].right { same = false; break }
-            }
-        }
+        let same = merges.count == implied.count && zip(merges, implied).allSatisfy { $0.0 == $1.left && $0.1 == $1.right }
         guard same else {
             throw .unsupportedComponent(file: file, component: "model.merges",
-                                        detail: "not the merges its vocabulary implies (\(list.count) given, \(implied.count) implied): this byte-fallback BPE is not supported")
+                                        detail: "not the merges its vocabulary implies (\(merges.count) given, \(implied.count) implied): this byte-fallback BPE is not supported")
         }
     }
 }

@@ -164,6 +164,25 @@ struct Template: Sendable {
     }
 }
 
+/// Reads a BPE model's `merges`, in either format: "a b" (tokenizers < 0.20) or ["a", "b"].
+func parseMerges(_ model: JSON, file: String) throws(TokenizerError) -> [(String, String)] {
+    guard let mergeList = model["merges"]?.array else { throw .missingField(file: file, field: "model.merges") }
+    var pairs: [(String, String)] = []
+    pairs.reserveCapacity(mergeList.count)
+    for (i, m) in mergeList.enumerated() {
+        if let s = m.string {
+            let parts = s.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw .invalidMerge(file: file, index: i, merge: s) }
+            pairs.append((String(parts[0]), String(parts[1])))
+        } else if let a = m.array, a.count == 2, let l = a[0].string, let r = a[1].string {
+            pairs.append((l, r))
+        } else {
+            throw .invalidMerge(file: file, index: i, merge: "\(m)")
+        }
+    }
+    return pairs
+}
+
 /// Reads tokenizer.json's `added_tokens`.
 func parseAddedTokens(_ json: JSON, file: String) throws(TokenizerError) -> [AddedToken] {
     guard let list = json["added_tokens"] else { return [] }

@@ -213,7 +213,7 @@ public final class Gemma3Attention {
 ///
 /// Gemma's RMSNorm multiplies by 1 + w: the weights are transformers' (the GGUF stores 1 + w,
 /// so loading subtracts 1, as transformers' GGUF loader does).
-public final class Gemma3DecoderLayer {
+public final class Gemma3DecoderLayer: RecomputableBlock {
     public let inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm: RMSNorm
     public let selfAttn: Gemma3Attention
     public let mlp: GatedMLP
@@ -255,7 +255,6 @@ public final class Gemma3DecoderLayer {
     /// Everything but the block's output and input gradient, which the next blocks read.
     var activationBuffers: [Tensor] { [hidden] + norms.flatMap(\.activationBuffers) + selfAttn.activationBuffers + mlp.activationBuffers }
     var gradientBuffers: [Tensor] { [hiddenGradient] + norms.flatMap(\.gradientBuffers) + selfAttn.gradientBuffers + mlp.gradientBuffers }
-    var workBuffers: [Tensor] { activationBuffers + gradientBuffers }
     var dropoutStates: [[SplitMix64]] {
         get { (selfAttn.linearModules + mlp.linearModules).map(\.dropoutStates) }
         set { for (m, s) in zip(selfAttn.linearModules + mlp.linearModules, newValue) { m.dropoutStates = s } }
@@ -292,13 +291,14 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     let logitsOutput = Tensor(shape: [0])
     let lossHead = ChunkedLMHeadLoss()
     let embeddingGradient = Tensor(shape: [0])
-    /// One block's work buffers, lent to each block in turn: gradients always, activations too
-    /// when `recomputesActivations` (as Llama's).
-    let sharedBuffers = BufferPool()
+    /// The blocks' shared work buffers and activation recomputation, as Llama's.
+    let blockRuns = BlockRecomputation<Gemma3DecoderLayer>()
     /// Keep only each block's input in a training step's forward pass and recompute the block
-    /// (same dropout masks) just before its backward pass.
-    public var recomputesActivations = false
-    private var recomputation: (inputs: [Tensor], batch: Int, length: Int, positions: [Int], padding: [Int]?, dropout: [[[SplitMix64]]])?
+    /// (same dropout masks) just before its backward pass (`BlockRecomputation`).
+    public var recomputesActivations: Bool {
+        get { blockRuns.enabled }
+        set { blockRuns.enabled = newValue }
+    }
 
     public var vocabularySize: Int { config.vocabSize }
 
@@ -343,28 +343,11 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     /// The final hidden states [B, T, C] after the last norm.
     public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false) throws(ModelError) -> Tensor {
         try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        let positions = input.positions
-        var x = embed(input.inputIds, shape: [input.batch, input.length])
-        let recompute = forBackward && recomputesActivations
-        var inputs: [Tensor] = [], dropout: [[[SplitMix64]]] = []
-        for layer in layers {
-            // Recomputing (or a forward pass without backward while recomputation is on), every
-            // block runs in the pool's buffers.
-            let buffers = recomputesActivations ? layer.workBuffers : []
-            if recompute {
-                inputs.append(x)
-                dropout.append(layer.dropoutStates)
-            }
-            sharedBuffers.lend(to: buffers)
-            x = runBlock(layer, x, batch: input.batch, length: input.length, positions: positions, padding: input.attentionMask)
-            sharedBuffers.takeBack(from: buffers)
+        let positions = input.positions, batch = input.batch, length = input.length, padding = input.attentionMask
+        let x = blockRuns.forward(layers, embed(input.inputIds, shape: [batch, length]), forBackward: forBackward) { layer, x in
+            layer.forward(x) { h in layer.selfAttn.forward(h, batch: batch, length: length, positions: positions, padding: padding) }
         }
-        recomputation = recompute ? (inputs, input.batch, input.length, positions, input.attentionMask, dropout) : nil
         return norm.forward(x)
-    }
-
-    private func runBlock(_ layer: Gemma3DecoderLayer, _ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
-        layer.forward(x) { h in layer.selfAttn.forward(h, batch: batch, length: length, positions: positions, padding: padding) }
     }
 
     /// Mean next-token cross-entropy (targets as Hugging Face shifts them: position t predicts
@@ -376,22 +359,7 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
         let h = try hiddenStates(input, forBackward: backward)
         let (loss, _) = lossHead(h, head: embedTokens.weight, targets: targets, computeGradients: backward)
         guard backward else { return loss }
-        var d = norm.backward(lossHead.inputGradient)
-        let saved = recomputation
-        recomputation = nil
-        for (i, layer) in layers.enumerated().reversed() {
-            // Gradients always run in the pool's buffers; recomputed activations too.
-            let buffers = saved == nil ? layer.gradientBuffers : layer.workBuffers
-            sharedBuffers.lend(to: buffers)
-            if let saved {
-                let after = layer.dropoutStates
-                layer.dropoutStates = saved.dropout[i]
-                _ = runBlock(layer, saved.inputs[i], batch: saved.batch, length: saved.length, positions: saved.positions, padding: saved.padding)
-                layer.dropoutStates = after
-            }
-            d = layer.backward(d)
-            sharedBuffers.takeBack(from: buffers)
-        }
+        let d = blockRuns.backward(layers, norm.backward(lossHead.inputGradient))
         // x = e · √C
         embeddingGradient.resize(d.shape)
         let factor = Float(config.hiddenSize).squareRoot()

@@ -95,14 +95,8 @@ extension Gemma3ForCausalLM: PretrainedModel {
             + adapters.gradients / max(layers, 1)
         let ownedPerBlock = 2 * n * c                   // each block's output and input gradient
         let modelLevel = 6 * n * c + n                 // embedding, √C-scaled copy, final norm and 1/rms, its gradient, the head's and the embedding's input gradients
-        let kept = recompute ? blockActivations : layers * blockActivations
-        let chunk = min(256, n)
-        return ActivationEstimate(
-            activationBytes: 4 * (kept + gradients + layers * ownedPerBlock + modelLevel),
-            activationDetail: recompute ? "\(layers) blocks, one shared set of activations (--recompute)"
-                : "\(layers) blocks × \(mib(4 * blockActivations)) each",
-            headBytes: 4 * chunk * (config.vocabSize + 2 * c),
-            headDetail: "chunked loss: [\(chunk), \(config.vocabSize)] logits", recomputeApplies: true)
+        return .decoder(layers: layers, tokens: n, hiddenSize: c, vocabularySize: config.vocabSize, blockActivations: blockActivations,
+                        sharedGradients: gradients, ownedPerBlock: ownedPerBlock, modelLevel: modelLevel, recompute: recompute)
     }
 
     /// transformers' `Gemma3TextConfig` keys (5.x: `rope_parameters` and `layer_types`).

@@ -194,7 +194,7 @@ public final class LlamaAttention {
 ///
 ///     h   = x + attn(rms₁(x))
 ///     out = h + mlp(rms₂(h))
-public final class LlamaDecoderLayer {
+public final class LlamaDecoderLayer: RecomputableBlock {
     public let inputLayernorm: RMSNorm
     public let selfAttn: LlamaAttention
     public let postAttentionLayernorm: RMSNorm
@@ -239,8 +239,6 @@ public final class LlamaDecoderLayer {
         [hiddenGradient] + inputLayernorm.gradientBuffers + selfAttn.gradientBuffers
             + postAttentionLayernorm.gradientBuffers + mlp.gradientBuffers
     }
-    var workBuffers: [Tensor] { activationBuffers + gradientBuffers }
-
     var dropoutStates: [[SplitMix64]] {
         get { (selfAttn.linearModules + mlp.linearModules).map(\.dropoutStates) }
         set { for (m, s) in zip(selfAttn.linearModules + mlp.linearModules, newValue) { m.dropoutStates = s } }
@@ -266,18 +264,14 @@ public final class LlamaForCausalLM: AdaptableModel {
     let lossHead = ChunkedLMHeadLoss()
     /// Logits of the last `logits(_:)` call, [B, T, V].
     public let logitsOutput = Tensor(shape: [0])
-    /// One block's work buffers, lent to each block in turn: gradients always, activations too
-    /// when `recomputesActivations`.
-    let sharedBuffers = BufferPool()
+    /// The blocks' shared work buffers and activation recomputation.
+    let blockRuns = BlockRecomputation<LlamaDecoderLayer>()
     /// Keep only each block's input in the forward pass of a training step and recompute the
-    /// block (same dropout masks) just before its backward pass: activation memory drops from one
-    /// set per block to one set in all, for about one more forward pass of compute. Forward
-    /// passes without backward (evaluation) also run every block in the one shared set.
-    public var recomputesActivations = false
-    /// What the backward pass needs to recompute the blocks: each block's input, the batch's
-    /// shape, positions and mask, and the dropout states before each block ran.
-    private var recomputation: (inputs: [Tensor], batch: Int, length: Int, positions: [Int], mask: AttentionMask,
-                                dropout: [[[SplitMix64]]])?
+    /// block (same dropout masks) just before its backward pass (`BlockRecomputation`).
+    public var recomputesActivations: Bool {
+        get { blockRuns.enabled }
+        set { blockRuns.enabled = newValue }
+    }
 
     public init(_ config: LlamaConfiguration) throws(ModelError) {
         try config.validate()
@@ -312,24 +306,10 @@ public final class LlamaForCausalLM: AdaptableModel {
     public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false) throws(ModelError) -> Tensor {
         try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
         let mask = AttentionMask(causal: true, keyPadding: input.attentionMask)
-        let positions = input.positions
-        var x = embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length])
-        let recompute = forBackward && recomputesActivations
-        var inputs: [Tensor] = [], dropout: [[[SplitMix64]]] = []
-        for layer in layers {
-            // Recomputing: the block runs in the pool's buffers (lending nothing is a no-op). A
-            // forward pass without backward (evaluation) does too, or every block would fill its
-            // own activation buffers and undo what recomputation saves.
-            let buffers = recomputesActivations ? layer.workBuffers : []
-            if recompute {
-                inputs.append(x)
-                dropout.append(layer.dropoutStates)
-            }
-            sharedBuffers.lend(to: buffers)
-            x = layer.forward(x, batch: input.batch, length: input.length, positions: positions, mask: mask)
-            sharedBuffers.takeBack(from: buffers)
+        let positions = input.positions, batch = input.batch, length = input.length
+        let x = blockRuns.forward(layers, embedTokens.forward(ids: input.inputIds, shape: [batch, length]), forBackward: forBackward) { layer, x in
+            layer.forward(x, batch: batch, length: length, positions: positions, mask: mask)
         }
-        recomputation = recompute ? (inputs, input.batch, input.length, positions, mask, dropout) : nil
         return norm.forward(x)
     }
 
@@ -354,22 +334,7 @@ public final class LlamaForCausalLM: AdaptableModel {
     }
 
     private func backwardFromHidden(_ dHidden: Tensor) {
-        var d = norm.backward(dHidden)
-        let saved = recomputation
-        recomputation = nil
-        for (i, layer) in layers.enumerated().reversed() {
-            // Gradients always run in the pool's buffers; recomputed activations too.
-            let buffers = saved == nil ? layer.gradientBuffers : layer.workBuffers
-            sharedBuffers.lend(to: buffers)
-            if let saved {
-                let after = layer.dropoutStates
-                layer.dropoutStates = saved.dropout[i]
-                _ = layer.forward(saved.inputs[i], batch: saved.batch, length: saved.length, positions: saved.positions, mask: saved.mask)
-                layer.dropoutStates = after
-            }
-            d = layer.backward(d)
-            sharedBuffers.takeBack(from: buffers)
-        }
+        let d = blockRuns.backward(layers, norm.backward(dHidden))
         embedTokens.backward(d)
     }
 }

@@ -65,15 +65,8 @@ extension LlamaForCausalLM: PretrainedModel {
             + adapters.gradients / max(layers, 1)
         let ownedPerBlock = 2 * n * c                   // each block's output and input gradient
         let modelLevel = 4 * n * c + n                 // embedding output, final norm output and 1/rms, its gradient, the head's input gradient
-        let kept = recompute ? blockActivations : layers * blockActivations
-        // [256, V] is reserved, but only the rows of counted targets are ever touched.
-        let chunk = min(256, n)
-        return ActivationEstimate(
-            activationBytes: 4 * (kept + gradients + layers * ownedPerBlock + modelLevel),
-            activationDetail: recompute ? "\(layers) blocks, one shared set of activations (--recompute)"
-                : "\(layers) blocks × \(mib(4 * blockActivations)) each",
-            headBytes: 4 * chunk * (config.vocabSize + 2 * c),
-            headDetail: "chunked loss: [\(chunk), \(config.vocabSize)] logits", recomputeApplies: true)
+        return .decoder(layers: layers, tokens: n, hiddenSize: c, vocabularySize: config.vocabSize, blockActivations: blockActivations,
+                        sharedGradients: gradients, ownedPerBlock: ownedPerBlock, modelLevel: modelLevel, recompute: recompute)
     }
 
     public func huggingFaceConfig(tokenizer: (any Tokenizer)?) throws -> [(key: String, value: JSON)] {
