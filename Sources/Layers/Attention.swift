@@ -4,32 +4,47 @@ import Glibc
 #endif
 
 /// Which keys each query may attend to.
+///
+/// Keys are indexed 0..<Tk and queries 0..<Tq; query i sits at key index i + `queryOffset`
+/// (0 when queries and keys are the same tokens; the number of cached keys before the new ones
+/// in decoding — the bottom-right alignment of PyTorch's `causal_lower_right`).
 public struct AttentionMask: Sendable {
-    /// Query i sees only keys j ≤ i (decoders).
+    /// Query i sees only keys j ≤ i + queryOffset (decoders).
     public var causal: Bool
-    /// [B·T], 1 = real token, 0 = padding (never attended to); nil = no padding.
+    /// [B·Tk], 1 = real token, 0 = padding (never attended to); nil = no padding.
     public var keyPadding: [Int]?
-    /// With `causal`: query i sees only the last `slidingWindow` keys, i − window < j ≤ i
-    /// (transformers' sliding-window causal mask, Gemma's local layers); nil = every earlier key.
+    /// With `causal`: query i sees only the last `slidingWindow` keys up to its own,
+    /// i + queryOffset − window < j ≤ i + queryOffset (transformers' sliding-window causal mask,
+    /// Gemma's local layers); nil = every earlier key.
     public var slidingWindow: Int?
+    /// Where query 0 sits among the keys (causal masks only).
+    public var queryOffset: Int
 
-    public init(causal: Bool, keyPadding: [Int]? = nil, slidingWindow: Int? = nil) {
+    public init(causal: Bool, keyPadding: [Int]? = nil, slidingWindow: Int? = nil, queryOffset: Int = 0) {
         precondition(slidingWindow.map { $0 > 0 && causal } ?? true, "a sliding window is positive and causal")
+        precondition(queryOffset >= 0 && (causal || queryOffset == 0), "a query offset is non-negative and causal")
         self.causal = causal
         self.keyPadding = keyPadding
         self.slidingWindow = slidingWindow
+        self.queryOffset = queryOffset
     }
 
-    /// The first key query i may see.
+    /// The keys query i may see (before padding), within 0..<keys; empty when none.
     @inline(__always)
-    func firstKey(_ i: Int) -> Int { slidingWindow.map { max(0, i - $0 + 1) } ?? 0 }
+    func visibleKeys(_ i: Int, keys: Int) -> (first: Int, last: Int) {
+        guard causal else { return (0, keys - 1) }
+        let at = i + queryOffset
+        return (slidingWindow.map { max(0, at - $0 + 1) } ?? 0, min(at, keys - 1))
+    }
 }
 
 /// Scaled dot-product attention over heads, with grouped-query heads (kvHeads divides heads;
-/// query head h reads key/value head h / (heads / kvHeads)).
+/// query head h reads key/value head h / (heads / kvHeads)). The one attention of every model:
+/// self-attention in training and scoring (`forward`/`backward`), cross-attention (Tq ≠ Tk), and
+/// decoding over a key/value cache (`attend`, the same kernel without saving anything).
 ///
-///     q: [B, T, H·D], k, v: [B, T, KV·D]  →  out: [B, T, H·D]
-///     S = c · q·kᵀ  (c = 1/√D unless given),  masked entries −∞,  P = softmax(S) (saved, [B, H, T, T]),  out = P·v
+///     q: [B, Tq, H·D], k, v: [B, Tk, KV·D]  →  out: [B, Tq, H·D]
+///     S = c · q·kᵀ  (c = 1/√D unless given),  masked entries −∞,  P = softmax(S) (saved, [B, H, Tq, Tk]),  out = P·v
 ///
 ///     backward: dP = dout·vᵀ
 ///               dS = P ⊙ (dP − rowsum(dP ⊙ P))
@@ -46,9 +61,9 @@ public final class ScaledDotProductAttention {
     public let queryGradient = Tensor(shape: [0])
     public let keyGradient = Tensor(shape: [0])
     public let valueGradient = Tensor(shape: [0])
-    private let probabilities = Tensor(shape: [0])   // [B, H, T, T]
-    private let scratch = Tensor(shape: [0])          // [B, T, T] for dP, one per sequence
-    private var saved: (q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int)?
+    private let probabilities = Tensor(shape: [0])   // [B, H, Tq, Tk]
+    private let scratch = Tensor(shape: [0])          // [B, Tq, Tk] for dP, one per sequence
+    private var saved: (q: Tensor, k: Tensor, v: Tensor, batch: Int, queries: Int, keys: Int)?
 
     public var activationBuffers: [Tensor] { [output, probabilities] }
     public var gradientBuffers: [Tensor] { [queryGradient, keyGradient, valueGradient, scratch] }
@@ -61,47 +76,75 @@ public final class ScaledDotProductAttention {
         self.scale = scale ?? 1 / Float(headDimension).squareRoot()
     }
 
+    /// Self-attention: queries and keys are the same T tokens.
     public func forward(q: Tensor, k: Tensor, v: Tensor, batch: Int, length: Int, mask: AttentionMask) -> Tensor {
-        let h = heads, g = heads / kvHeads, d = headDimension, t = length
+        forward(q: q, k: k, v: v, batch: batch, queryLength: length, keyLength: length, mask: mask)
+    }
+
+    public func forward(q: Tensor, k: Tensor, v: Tensor, batch: Int, queryLength tq: Int, keyLength tk: Int, mask: AttentionMask) -> Tensor {
+        let h = heads, d = headDimension
         let qStride = h * d, kvStride = kvHeads * d
-        precondition(q.count == batch * t * qStride && k.count == batch * t * kvStride && v.count == k.count)
-        if let pad = mask.keyPadding { precondition(pad.count == batch * t) }
-        saved = (q, k, v, batch, t)
-        output.resize([batch, t, qStride])
-        probabilities.resize([batch, h, t, t])
-        let scale = self.scale
+        precondition(q.count == batch * tq * qStride && k.count == batch * tk * kvStride && v.count == k.count,
+                     "attention: q \(q.shape), k \(k.shape), v \(v.shape) for B=\(batch), Tq=\(tq), Tk=\(tk)")
+        if let pad = mask.keyPadding { precondition(pad.count == batch * tk) }
+        saved = (q, k, v, batch, tq, tk)
+        output.resize([batch, tq, qStride])
+        probabilities.resize([batch, h, tq, tk])
         let qs = q.data, ks = k.data, vs = v.data, ps = probabilities.data, out = output.data
-        parallelChunks(batch, minimumChunk: sequencesPerChunk(length: t)) { sequences in
+        parallelChunks(batch, minimumChunk: sequencesPerChunk(queries: tq, keys: tk)) { sequences in
             for b in sequences {
                 for head in 0..<h {
-                    let qp = qs + b * t * qStride + head * d
-                    let kp = ks + b * t * kvStride + (head / g) * d
-                    let vp = vs + b * t * kvStride + (head / g) * d
-                    let p = ps + (b * h + head) * t * t
-                    matmul(transposeB: true, m: t, n: t, k: d, alpha: scale, qp, lda: qStride, kp, ldb: kvStride, p, ldc: t)
-                    for i in 0..<t {
-                        softmaxRow(p + i * t, query: i, length: t, mask: mask, paddingOffset: b * t)
-                    }
-                    matmul(m: t, n: d, k: t, p, lda: t, vp, ldb: kvStride, out + b * t * qStride + head * d, ldc: qStride)
+                    attendHead(head, q: qs + b * tq * qStride, queries: tq, keys: ks + b * tk * kvStride, values: vs + b * tk * kvStride,
+                               keyCount: tk, mask: mask, paddingOffset: b * tk, probabilities: ps + (b * h + head) * tq * tk,
+                               into: out + b * tq * qStride)
                 }
             }
         }
         return output
     }
 
+    /// Inference over keys and values held elsewhere (a KV cache): `queries` rows of q (row
+    /// stride H·D) against `keyCount` rows of keys and values (row stride KV·D), into `out` (row
+    /// stride H·D). The kernel of `forward`; nothing is saved. `scores` is scratch space.
+    public func attend(q: UnsafePointer<Float>, queries tq: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                       keyCount tk: Int, mask: AttentionMask, scores: Tensor, into out: UnsafeMutablePointer<Float>) {
+        precondition(mask.keyPadding == nil, "cached attention takes no key padding")
+        scores.resize([tq, tk])
+        for head in 0..<heads {
+            attendHead(head, q: q, queries: tq, keys: keys, values: values, keyCount: tk, mask: mask, paddingOffset: 0,
+                       probabilities: scores.data, into: out)
+        }
+    }
+
+    /// One head of one sequence: P = softmax(c·q·kᵀ) under the mask, out = P·v.
+    @inline(__always)
+    private func attendHead(_ head: Int, q: UnsafePointer<Float>, queries tq: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                            keyCount tk: Int, mask: AttentionMask, paddingOffset: Int, probabilities p: UnsafeMutablePointer<Float>,
+                            into out: UnsafeMutablePointer<Float>) {
+        let d = headDimension, qStride = heads * d, kvStride = kvHeads * d
+        let kv = (head / (heads / kvHeads)) * d
+        matmul(transposeB: true, m: tq, n: tk, k: d, alpha: scale, q + head * d, lda: qStride, keys + kv, ldb: kvStride, p, ldc: tk)
+        for i in 0..<tq {
+            softmaxRow(p + i * tk, query: i, keys: tk, mask: mask, paddingOffset: paddingOffset)
+        }
+        matmul(m: tq, n: d, k: tk, p, lda: tk, values + kv, ldb: kvStride, out + head * d, ldc: qStride)
+    }
+
     /// Sequences run concurrently only while each head's products are small enough that
     /// OpenBLAS runs them on one thread (its threshold: m·n·k ≤ 262,144); larger ones are
     /// threaded by OpenBLAS itself, and two threaded calls at once would only contend.
-    private func sequencesPerChunk(length t: Int) -> Int {
-        t * t * headDimension <= 262_144 ? 1 : Int.max
+    private func sequencesPerChunk(queries: Int, keys: Int) -> Int {
+        queries * keys * headDimension <= 262_144 ? 1 : Int.max
     }
 
     /// Softmax over the keys query i may see; every other entry becomes exactly 0.
     @inline(__always)
-    private func softmaxRow(_ row: UnsafeMutablePointer<Float>, query i: Int, length t: Int, mask: AttentionMask, paddingOffset: Int) {
-        let last = mask.causal ? i : t - 1, first = mask.firstKey(i)
+    private func softmaxRow(_ row: UnsafeMutablePointer<Float>, query i: Int, keys t: Int, mask: AttentionMask, paddingOffset: Int) {
+        let (first, last) = mask.visibleKeys(i, keys: t)
         var maxValue = -Float.infinity
-        for j in first...last where isVisible(j, mask, paddingOffset) { maxValue = max(maxValue, row[j]) }
+        if first <= last {
+            for j in first...last where isVisible(j, mask, paddingOffset) { maxValue = max(maxValue, row[j]) }
+        }
         if maxValue == -.infinity {   // nothing visible
             row.update(repeating: 0, count: t)
             return
@@ -117,7 +160,7 @@ public final class ScaledDotProductAttention {
             }
         }
         let inv = 1 / sum
-        for j in 0...last { row[j] *= inv }
+        for j in first...last { row[j] *= inv }
     }
 
     @inline(__always)
@@ -128,7 +171,7 @@ public final class ScaledDotProductAttention {
 
     /// Returns (dq, dk, dv) in the layouts of q, k, v.
     public func backward(_ dOut: Tensor) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
-        guard let (q, k, v, batch, t) = saved else { preconditionFailure("attention backward before forward") }
+        guard let (q, k, v, batch, tq, tk) = saved else { preconditionFailure("attention backward before forward") }
         precondition(dOut.count == q.count, "attention backward: dOut \(dOut.shape) for q \(q.shape)")
         let h = heads, g = heads / kvHeads, d = headDimension
         let qStride = h * d, kvStride = kvHeads * d
@@ -137,75 +180,37 @@ public final class ScaledDotProductAttention {
         valueGradient.resize(v.shape)
         keyGradient.zero()
         valueGradient.zero()
-        scratch.resize([batch, t, t])
+        scratch.resize([batch, tq, tk])
         let scale = self.scale
         let qs = q.data, ks = k.data, vs = v.data, ps = probabilities.data, dOuts = dOut.data
         let dq = queryGradient.data, dk = keyGradient.data, dv = valueGradient.data, dPs = scratch.data
         // Sequences are independent (each writes only its own rows), so they run concurrently.
-        parallelChunks(batch, minimumChunk: sequencesPerChunk(length: t)) { sequences in
+        parallelChunks(batch, minimumChunk: sequencesPerChunk(queries: tq, keys: tk)) { sequences in
             for b in sequences {
-                let dP = dPs + b * t * t
+                let dP = dPs + b * tq * tk
                 for head in 0..<h {
-                    let qOff = b * t * qStride + head * d
-                    let kvOff = b * t * kvStride + (head / g) * d
-                    let p = ps + (b * h + head) * t * t
+                    let qOff = b * tq * qStride + head * d
+                    let kvOff = b * tk * kvStride + (head / g) * d
+                    let p = ps + (b * h + head) * tq * tk
                     let dO = dOuts + qOff
                     // dv += Pᵀ · dout
-                    matmul(transposeA: true, m: t, n: d, k: t, p, lda: t, dO, ldb: qStride, beta: 1, dv + kvOff, ldc: kvStride)
+                    matmul(transposeA: true, m: tk, n: d, k: tq, p, lda: tk, dO, ldb: qStride, beta: 1, dv + kvOff, ldc: kvStride)
                     // dP = dout · vᵀ
-                    matmul(transposeB: true, m: t, n: t, k: d, dO, lda: qStride, vs + kvOff, ldb: kvStride, dP, ldc: t)
+                    matmul(transposeB: true, m: tq, n: tk, k: d, dO, lda: qStride, vs + kvOff, ldb: kvStride, dP, ldc: tk)
                     // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place in dP
-                    for i in 0..<t {
-                        let pr = p + i * t, dr = dP + i * t
+                    for i in 0..<tq {
+                        let pr = p + i * tk, dr = dP + i * tk
                         var dot: Float = 0
-                        for j in 0..<t { dot += pr[j] * dr[j] }
-                        for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) }
+                        for j in 0..<tk { dot += pr[j] * dr[j] }
+                        for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) }
                     }
-                    // dq = dS · k / √D ;  dk += dSᵀ · q / √D
-                    matmul(m: t, n: d, k: t, alpha: scale, dP, lda: t, ks + kvOff, ldb: kvStride, dq + qOff, ldc: qStride)
-                    matmul(transposeA: true, m: t, n: d, k: t, alpha: scale, dP, lda: t, qs + qOff, ldb: qStride, beta: 1,
+                    // dq = c · dS · k ;  dk += c · dSᵀ · q
+                    matmul(m: tq, n: d, k: tk, alpha: scale, dP, lda: tk, ks + kvOff, ldb: kvStride, dq + qOff, ldc: qStride)
+                    matmul(transposeA: true, m: tk, n: d, k: tq, alpha: scale, dP, lda: tk, qs + qOff, ldb: qStride, beta: 1,
                            dk + kvOff, ldc: kvStride)
                 }
             }
         }
         return (queryGradient, keyGradient, valueGradient)
-    }
-}
-
-/// Inference-time causal attention of T new queries over a key/value cache (one sequence):
-/// query i sits at absolute position `offset + i` and sees cached keys 0...offset + i (the last
-/// `slidingWindow` of them when given). `scale` defaults to 1/√D.
-///
-///     q: [T, H·D], keys/values: [≥ offset + T, KV·D] (row stride KV·D)  →  out: [T, H·D]
-///
-/// `scores` is scratch space, resized to [T, offset + T].
-public func cachedCausalAttention(
-    q: Tensor, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, offset: Int,
-    heads: Int, kvHeads: Int, headDimension d: Int, scale given: Float? = nil, slidingWindow: Int? = nil,
-    scores: Tensor, into out: Tensor
-) {
-    let t = q.rowCount, length = offset + t, g = heads / kvHeads
-    let qStride = heads * d, kvStride = kvHeads * d
-    precondition(q.rowLength == qStride && out.count == q.count)
-    scores.resize([t, length])
-    let scale = given ?? 1 / Float(d).squareRoot()
-    for head in 0..<heads {
-        let kv = (head / g) * d
-        matmul(transposeB: true, m: t, n: length, k: d, alpha: scale, q.data + head * d, lda: qStride,
-               keys + kv, ldb: kvStride, scores.data, ldc: length)
-        for i in 0..<t {
-            let row = scores.data + i * length, visible = offset + i + 1
-            let first = slidingWindow.map { max(0, visible - $0) } ?? 0
-            var maxValue = -Float.infinity
-            for j in first..<visible { maxValue = max(maxValue, row[j]) }
-            var sum: Float = 0
-            for j in first..<visible { let e = fastExp(row[j] - maxValue); row[j] = e; sum += e }
-            let inv = 1 / sum
-            for j in first..<visible { row[j] *= inv }
-            for j in 0..<first { row[j] = 0 }
-            for j in visible..<length { row[j] = 0 }
-        }
-        matmul(m: t, n: d, k: length, scores.data, lda: length, values + kv, ldb: kvStride,
-               out.data + head * d, ldc: qStride)
     }
 }

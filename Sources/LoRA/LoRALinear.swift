@@ -314,19 +314,26 @@ public final class LoRALinear {
         guard rowAdapters.count == x.rowCount else {
             throw .invalidSettings("\(name): \(rowAdapters.count) row adapters for \(x.rowCount) rows")
         }
-        var groups: [(adapter: LoRAAdapter, rows: [Int])] = []
-        var index: [String: Int] = [:]
-        for (row, adapterName) in rowAdapters.enumerated() {
-            guard let adapterName else { continue }
-            if let g = index[adapterName] { groups[g].rows.append(row); continue }
-            guard let adapter = adapter(named: adapterName) else { throw .noSuchAdapter(layer: name, adapter: adapterName) }
-            index[adapterName] = groups.count
-            groups.append((adapter, [row]))
+        let rows = RowAdapters(rowAdapters)
+        if let missing = rows.groups.first(where: { adapter(named: $0.name) == nil }) {
+            throw .noSuchAdapter(layer: name, adapter: missing.name)
         }
+        return forward(x, rows: rows)
+    }
+
+    /// The forward of a model's pass: the active adapters when `rows` is nil (as `forward(_:)`),
+    /// else the mixed-batch forward above, where a row whose adapter this layer lacks gets the
+    /// base product alone (a model's adapters need not cover every layer; the model checks the
+    /// names and that nothing is merged before the pass).
+    public func forward(_ x: Tensor, rows: RowAdapters?) -> Tensor {
+        guard let rows else { return forward(x) }
+        precondition(!isMerged && rows.count == x.rowCount, "\(name): a per-row forward while merged or of the wrong size")
         input = nil
         usedAtForward = []
         let y = base.forward(x)
-        for g in groups { g.adapter.addRows(g.rows, of: x, into: y) }
+        for g in rows.groups {
+            if let adapter = adapter(named: g.name) { adapter.addRows(g.rows, of: x, into: y) }
+        }
         return y
     }
 
@@ -377,4 +384,31 @@ public final class LoRALinear {
         activeAdapters = []
         usedAtForward = []
     }
+}
+
+/// The adapter of each row of a batch (PEFT's `adapter_names`, nil = the base model), grouped
+/// once so that every layer of a pass runs one pair of low-rank products per adapter.
+public struct RowAdapters: Sendable, Equatable {
+    public let names: [String?]
+    /// Each adapter with the rows that chose it, in order of first appearance.
+    public let groups: [Group]
+    public struct Group: Sendable, Equatable {
+        public let name: String
+        public let rows: [Int]
+    }
+
+    public init(_ names: [String?]) {
+        self.names = names
+        var groups: [(String, [Int])] = []
+        var index: [String: Int] = [:]
+        for (row, name) in names.enumerated() {
+            guard let name else { continue }
+            if let g = index[name] { groups[g].1.append(row); continue }
+            index[name] = groups.count
+            groups.append((name, [row]))
+        }
+        self.groups = groups.map { Group(name: $0.0, rows: $0.1) }
+    }
+
+    public var count: Int { names.count }
 }

@@ -4,75 +4,50 @@ import Glibc
 import Kernels
 import Layers
 
-/// Keys and values of every layer for one sequence, so each new token costs one position of
-/// work instead of the whole prefix. Shared by the causal language models (Llama, Gemma 3).
-public final class KVCache {
-    public let capacity: Int
-    public private(set) var length = 0
-    package let keys: [Tensor]     // per layer [capacity, KV·D]
-    package let values: [Tensor]
-    package let scores = Tensor(shape: [0])
-    package let context = Tensor(shape: [0])
-    package let hidden = Tensor(shape: [0])
-    package let output = Tensor(shape: [0])
-
-    /// `width` = key/value heads × head dimension.
-    public init(layers: Int, width: Int, capacity: Int) {
-        self.capacity = capacity
-        keys = (0..<layers).map { _ in Tensor(shape: [capacity, width]) }
-        values = (0..<layers).map { _ in Tensor(shape: [capacity, width]) }
-    }
-
-    public func reset() { length = 0 }
-    package func advance(by n: Int) { length += n }
-
-    /// Appends one layer's new keys and values [T, width] after what the cache holds.
-    package func store(layer: Int, keys k: Tensor, values v: Tensor) {
-        let width = k.rowLength, start = length
-        (keys[layer].data + start * width).update(from: k.data, count: k.count)
-        (values[layer].data + start * width).update(from: v.data, count: v.count)
-    }
-
-    /// The start of a cached step for one sequence: throws unless `tokens` fit and lie in the
-    /// vocabulary; returns their positions (after what the cache holds).
-    package func beginStep(_ tokens: [Int], vocabularySize: Int) throws(ModelError) -> [Int] {
-        try checkRoom(for: tokens.count)
-        try TokenBatch(batch: 1, length: tokens.count, inputIds: tokens).validate(vocabularySize: vocabularySize, maxPositions: nil)
-        return Array(length..<(length + tokens.count))
-    }
-
-    /// The end of a cached step: the new tokens join the cache; the final hidden states `h` [T, C]
-    /// go through `head` [V, C] for every row (`allLogits`) or the last, into `output`.
-    package func finishStep(_ h: Tensor, head: Parameter, allLogits: Bool, into output: Tensor) -> Tensor {
-        let tokens = h.rowCount, c = h.rowLength, v = head.shape[0]
-        advance(by: tokens)
-        let rows = allLogits ? tokens : 1
-        output.resize([rows, v])
-        head.multiplyTransposed(h.data + (tokens - rows) * c, ldx: c, rows: rows, into: output.data, ldy: v)
-        return output
-    }
-
-    /// Throws unless `count` more tokens fit.
-    package func checkRoom(for count: Int) throws(ModelError) {
-        guard count > 0 else { throw .invalidInput("no tokens to run") }
-        guard length + count <= capacity else { throw .invalidInput("\(length + count) tokens exceed the cache's \(capacity)") }
-    }
-}
-
-
-/// A causal language model as the commands that run one see it: cached forward passes, scoring
-/// and generation (the last two written once, here, for every model).
+/// A causal language model as the commands that run one see it: cached forward passes over one
+/// or several sequences, scoring and generation (the last two written once, here, for every model).
 public protocol CausalLanguageModel: AnyObject {
     var vocabularySize: Int { get }
+    /// A cache for one sequence of up to `capacity` positions, each layer's the kind its
+    /// attention needs.
     func makeCache(capacity: Int) -> KVCache
-    /// Runs `tokens` of one sequence after what the cache holds and appends them to it. Returns
-    /// logits [T, V] for every new token when `allLogits`, else [1, V] for the last one.
-    func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool) throws(ModelError) -> Tensor
+    /// One pass over several sequences at once: each step's tokens run after what its cache holds
+    /// and join it. Returns logits for every new row (`allLogits`, [Σ T, V], in step order) or
+    /// for each step's last row ([steps, V]).
+    func forwardCached(_ steps: [CachedStep], adapters: AdapterSelection, allLogits: Bool) throws(ModelError) -> Tensor
     /// `log p(ids[i+1] | ids[0...i])` for every i (length ids.count − 1), computed in Double.
     func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double]
 }
 
+/// One sequence to generate in a batch (`generate(_:cache:)`).
+public struct GenerationRequest: Sendable {
+    public var prompt: [Int]
+    public var maxTokens: Int
+    /// The adapter its rows use; nil = the base model.
+    public var adapter: String?
+    public var sampler: Sampler
+    public var stopTokens: Set<Int>
+
+    public init(prompt: [Int], maxTokens: Int, adapter: String? = nil, sampler: Sampler = Sampler(), stopTokens: Set<Int> = []) {
+        self.prompt = prompt
+        self.maxTokens = maxTokens
+        self.adapter = adapter
+        self.sampler = sampler
+        self.stopTokens = stopTokens
+    }
+}
+
 extension CausalLanguageModel {
+    /// One sequence's tokens after what `cache` holds, with the active adapters.
+    public func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
+        try forwardCached([CachedStep(cache: cache, tokens: tokens)], adapters: .active, allLogits: allLogits)
+    }
+
+    /// `slots` sequence caches of up to `capacity` positions each, made as `makeCache` makes them.
+    public func makeMultiSequenceCache(slots: Int, capacity: Int) -> MultiSequenceKVCache {
+        MultiSequenceKVCache(slots: slots, capacity: capacity) { self.makeCache(capacity: $0) }
+    }
+
     public func tokenLogProbabilities(_ ids: [Int]) throws(ModelError) -> [Double] {
         guard ids.count >= 2 else { return [] }
         let cache = makeCache(capacity: ids.count)
@@ -99,6 +74,59 @@ extension CausalLanguageModel {
         }
         return generated
     }
+
+    /// Generates for several requests at once with continuous batching: up to `cache.slotCount`
+    /// sequences run together, each pass feeding the prompts of newly admitted requests and the
+    /// last token of every running one (each row with its request's adapter); a finished request
+    /// frees its slot for the next waiting one. Returns each request's tokens, in request order;
+    /// `onToken(request, token)` sees them as they come. Throws before anything runs unless every
+    /// request has a prompt and fits a slot.
+    public func generate(_ requests: [GenerationRequest], cache: MultiSequenceKVCache,
+                         onToken: (_ request: Int, _ token: Int) -> Void = { _, _ in }) throws(ModelError) -> [[Int]] {
+        for (i, r) in requests.enumerated() {
+            guard !r.prompt.isEmpty else { throw .invalidInput("request \(i) has an empty prompt") }
+            guard r.maxTokens >= 0, r.prompt.count + r.maxTokens <= cache.capacity else {
+                throw .invalidInput("request \(i): \(r.prompt.count) prompt + \(r.maxTokens) new tokens exceed a slot's \(cache.capacity) positions")
+            }
+        }
+        var waiting = requests.indices.filter { requests[$0].maxTokens > 0 }[...]
+        var running: [RunningSequence] = []
+        var results = [[Int]](repeating: [], count: requests.count)
+        defer { for r in running { cache.close(r.slot) } }
+        let v = vocabularySize
+        while !waiting.isEmpty || !running.isEmpty {
+            while cache.freeSlots > 0, let r = waiting.popFirst() {
+                let slot = try cache.open()
+                running.append(RunningSequence(request: r, slot: slot, cache: try cache.cache(slot), feed: requests[r].prompt, sampler: requests[r].sampler))
+            }
+            let steps = running.map { CachedStep(cache: $0.cache, tokens: $0.feed, adapter: requests[$0.request].adapter) }
+            let logits = try forwardCached(steps, adapters: .perStep, allLogits: false)
+            var still: [RunningSequence] = []
+            for (i, var live) in running.enumerated() {
+                let next = live.sampler.sample(logits.data + i * v, count: v)
+                results[live.request].append(next)
+                onToken(live.request, next)
+                let request = requests[live.request]
+                if request.stopTokens.contains(next) || results[live.request].count == request.maxTokens {
+                    cache.close(live.slot)
+                } else {
+                    live.feed = [next]
+                    still.append(live)
+                }
+            }
+            running = still
+        }
+        return results
+    }
+}
+
+/// A request being generated by `generate(_:cache:)`: its slot and the tokens to feed next.
+private struct RunningSequence {
+    let request: Int
+    let slot: Int
+    let cache: KVCache
+    var feed: [Int]
+    var sampler: Sampler
 }
 
 /// log softmax(row)[target], in Double.

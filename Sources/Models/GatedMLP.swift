@@ -17,9 +17,9 @@ public final class GatedMLP {
         self.activation = GatedActivation(activation)
     }
 
-    func forward(_ x: Tensor) -> Tensor {
-        let h = activation.forward(gate: gateProj.forward(x), up: upProj.forward(x))
-        return downProj.forward(h)
+    func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
+        let h = activation.forward(gate: gateProj.forward(x, in: pass), up: upProj.forward(x, in: pass))
+        return downProj.forward(h, in: pass)
     }
 
     func backward(_ dOut: Tensor) -> Tensor {

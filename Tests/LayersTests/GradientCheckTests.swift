@@ -176,9 +176,8 @@ struct GradientCheckTests {
         // The cached (decoding) path with the same window and scale gives sequence 0's output (it has no padding).
         let cached = Tensor(shape: [t, heads * d])
         let scores = Tensor(shape: [0])
-        cachedCausalAttention(q: { let x = Tensor(shape: [t, heads * d]); x.data.update(from: q.data, count: x.count); return x }(),
-                              keys: k.data, values: v.data, offset: 0, heads: heads, kvHeads: kvHeads, headDimension: d,
-                              scale: 0.3, slidingWindow: window, scores: scores, into: cached)
+        layer.attend(q: q.data, queries: t, keys: k.data, values: v.data, keyCount: t,
+                     mask: AttentionMask(causal: true, slidingWindow: window), scores: scores, into: cached.data)
         let cachedError = (0..<cached.count).map { abs(cached[$0] - out[$0]) }.max() ?? .infinity
         print("cached attention with the same window and scale: max |Δ| \(cachedError)")
         #expect(cachedError < 1e-6)

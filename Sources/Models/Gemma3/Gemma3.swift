@@ -102,8 +102,10 @@ public final class Gemma3Attention {
     let attention: ScaledDotProductAttention
     let heads: Int, kvHeads: Int, headDim: Int
     let window: Int?
+    let layer: Int
 
     init(_ cfg: Gemma3Configuration, layer: Int, prefix: String) {
+        self.layer = layer
         let c = cfg.hiddenSize, q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim
         qProj = LoRALinear(name: prefix + "q_proj", inFeatures: c, outFeatures: q, bias: false)
         kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: false)
@@ -149,32 +151,16 @@ public final class Gemma3Attention {
         return dx
     }
 
-    /// q and k normalised per head and rotated, and v.
-    private func projections(_ x: Tensor, positions: [Int]) -> (q: Tensor, k: Tensor, v: Tensor) {
-        let q = perHead(qNorm, qProj.forward(x), heads: heads)
-        let k = perHead(kNorm, kProj.forward(x), heads: kvHeads)
+    /// The one forward pass: q and k normalised per head and rotated, v, attention within the
+    /// batch or over the caches (`pass`), the output projection.
+    func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
+        positions = pass.positions
+        let q = perHead(qNorm, qProj.forward(x, in: pass), heads: heads)
+        let k = perHead(kNorm, kProj.forward(x, in: pass), heads: kvHeads)
         rope.apply(q, positions: positions)
         rope.apply(k, positions: positions)
-        return (q, k, vProj.forward(x))
-    }
-
-    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], padding: [Int]?) -> Tensor {
-        self.positions = positions
-        let (q, k, v) = projections(x, positions: positions)
-        let mask = AttentionMask(causal: true, keyPadding: padding, slidingWindow: window)
-        return oProj.forward(attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask))
-    }
-
-    /// New tokens of one sequence after those in `cache` (whose keys and values it appends).
-    func forwardCached(_ x: Tensor, layer: Int, cache: KVCache, positions: [Int]) -> Tensor {
-        let (q, k, v) = projections(x, positions: positions)
-        let start = cache.length
-        cache.store(layer: layer, keys: k, values: v)
-        cache.context.resize(q.shape)
-        cachedCausalAttention(q: q, keys: cache.keys[layer].data, values: cache.values[layer].data, offset: start,
-                              heads: heads, kvHeads: kvHeads, headDimension: headDim, scale: attention.scale,
-                              slidingWindow: window, scores: cache.scores, into: cache.context)
-        return oProj.forward(cache.context)
+        let context = pass.selfAttention(attention, q: q, k: k, v: vProj.forward(x, in: pass), layer: layer, slidingWindow: window)
+        return oProj.forward(context, in: pass)
     }
 
     /// dOut [N, C] → dx [N, C]: oProj, attention, RoPE⁻¹, the per-head norms, then q/k/v.
@@ -233,10 +219,9 @@ public final class Gemma3DecoderLayer: RecomputableBlock {
         mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: false, activation: .geluTanh, prefix: prefix + "mlp.")
     }
 
-    /// The block around an attention sublayer (the batched or the cached one).
-    func forward(_ x: Tensor, attend: (Tensor) -> Tensor) -> Tensor {
-        add(x, postAttentionLayernorm.forward(attend(inputLayernorm.forward(x))), into: hidden)
-        add(hidden, postFeedforwardLayernorm.forward(mlp.forward(preFeedforwardLayernorm.forward(hidden))), into: output)
+    func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
+        add(x, postAttentionLayernorm.forward(selfAttn.forward(inputLayernorm.forward(x), pass: pass)), into: hidden)
+        add(hidden, postFeedforwardLayernorm.forward(mlp.forward(preFeedforwardLayernorm.forward(hidden), pass: pass)), into: output)
         return output
     }
 
@@ -340,14 +325,25 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
         return scaled
     }
 
-    /// The final hidden states [B, T, C] after the last norm.
-    public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false) throws(ModelError) -> Tensor {
-        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        let positions = input.positions, batch = input.batch, length = input.length, padding = input.attentionMask
-        let x = blockRuns.forward(layers, embed(input.inputIds, shape: [batch, length]), forBackward: forBackward) { layer, x in
-            layer.forward(x) { h in layer.selfAttn.forward(h, batch: batch, length: length, positions: positions, padding: padding) }
-        }
-        return norm.forward(x)
+    /// The final hidden states [B, T, C] after the last norm; `sequenceAdapters` runs each
+    /// sequence with its own adapter (nil = the base model; inference only).
+    public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false, sequenceAdapters: [String?]? = nil) throws(ModelError) -> Tensor {
+        let pass = try ForwardPass(input, vocabularySize: config.vocabSize, sequenceAdapters: sequenceAdapters, model: self)
+        return norm.forward(run(pass, embed(input.inputIds, shape: [input.batch, input.length]), forBackward: forBackward))
+    }
+
+    /// Full logits [B, T, V] (the batched pass; scoring long texts uses `tokenLogProbabilities`,
+    /// which never holds them all), with each sequence's own adapter when `sequenceAdapters` is given.
+    public func logits(_ input: TokenBatch, sequenceAdapters: [String?]? = nil) throws(ModelError) -> Tensor {
+        let h = try hiddenStates(input, sequenceAdapters: sequenceAdapters)
+        logitsOutput.resize([input.batch, input.length, config.vocabSize])
+        embedTokens.weight.multiplyTransposed(h.data, ldx: config.hiddenSize, rows: h.rowCount, into: logitsOutput.data, ldy: config.vocabSize)
+        return logitsOutput
+    }
+
+    /// The blocks over `x`, the one path of every pass.
+    private func run(_ pass: ForwardPass, _ x: Tensor, forBackward: Bool = false) -> Tensor {
+        blockRuns.forward(layers, x, forBackward: forBackward) { layer, x in layer.forward(x, pass: pass) }
     }
 
     /// Mean next-token cross-entropy (targets as Hugging Face shifts them: position t predicts
@@ -386,16 +382,20 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
         return result
     }
 
+    /// A standard cache on the global layers and a sliding-window one (about 2 × 512 positions,
+    /// however long the text) on the local layers.
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: config.numHiddenLayers, width: config.numKeyValueHeads * config.headDim, capacity: capacity)
+        let width = config.numKeyValueHeads * config.headDim
+        return KVCache(layers: (0..<config.numHiddenLayers).map { layer -> any LayerKVCache in
+            config.isSliding(layer) ? SlidingWindowKVCache(width: width, window: config.slidingWindow)
+                : StandardKVCache(width: width, capacity: capacity)
+        }, capacity: capacity)
     }
 
-    public func forwardCached(_ tokens: [Int], cache: KVCache, allLogits: Bool = false) throws(ModelError) -> Tensor {
-        let positions = try cache.beginStep(tokens, vocabularySize: config.vocabSize)
-        var x = embed(tokens, shape: [tokens.count])
-        for (i, layer) in layers.enumerated() {
-            x = layer.forward(x) { h in layer.selfAttn.forwardCached(h, layer: i, cache: cache, positions: positions) }
-        }
-        return cache.finishStep(norm.forward(x), head: embedTokens.weight, allLogits: allLogits, into: logitsOutput)
+    /// Several sequences' new tokens through their caches (`CausalLanguageModel`).
+    public func forwardCached(_ steps: [CachedStep], adapters: AdapterSelection, allLogits: Bool) throws(ModelError) -> Tensor {
+        let pass = try ForwardPass(steps, adapters: adapters, vocabularySize: config.vocabSize, model: self)
+        let h = norm.forward(run(pass, embed(pass.tokens, shape: [pass.rows])))
+        return pass.finish(h, head: embedTokens.weight, allLogits: allLogits, into: logitsOutput)
     }
 }

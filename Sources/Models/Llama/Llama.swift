@@ -149,9 +149,11 @@ public final class LlamaAttention {
     let attention: ScaledDotProductAttention
     let contextGradient = Tensor(shape: [0])
     let inputGradient = Tensor(shape: [0])
+    let layer: Int
     private var positions: [Int] = []
 
-    init(_ cfg: LlamaConfiguration, prefix: String) {
+    init(_ cfg: LlamaConfiguration, layer: Int, prefix: String) {
+        self.layer = layer
         let c = cfg.hiddenSize, q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim
         qProj = LoRALinear(name: prefix + "q_proj", inFeatures: c, outFeatures: q, bias: cfg.attentionBias)
         kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
@@ -161,13 +163,14 @@ public final class LlamaAttention {
         attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numKeyValueHeads, headDimension: cfg.headDim)
     }
 
-    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], mask: AttentionMask) -> Tensor {
-        self.positions = positions
-        let q = qProj.forward(x), k = kProj.forward(x), v = vProj.forward(x)
+    /// The one forward pass: over a batch (training, scoring) or over caches (decoding).
+    func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
+        positions = pass.positions
+        let q = qProj.forward(x, in: pass), k = kProj.forward(x, in: pass), v = vProj.forward(x, in: pass)
         rope.apply(q, positions: positions)   // in place: the projections keep only their inputs
         rope.apply(k, positions: positions)
-        let context = attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask)
-        return oProj.forward(context)
+        let context = pass.selfAttention(attention, q: q, k: k, v: v, layer: layer, slidingWindow: nil)
+        return oProj.forward(context, in: pass)
     }
 
     func backward(_ dOut: Tensor) -> Tensor {
@@ -207,15 +210,14 @@ public final class LlamaDecoderLayer: RecomputableBlock {
     init(_ cfg: LlamaConfiguration, index: Int) {
         let prefix = "model.layers.\(index)."
         inputLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
-        selfAttn = LlamaAttention(cfg, prefix: prefix + "self_attn.")
+        selfAttn = LlamaAttention(cfg, layer: index, prefix: prefix + "self_attn.")
         postAttentionLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
         mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: cfg.mlpBias, activation: .silu, prefix: prefix + "mlp.")
     }
 
-    func forward(_ x: Tensor, batch: Int, length: Int, positions: [Int], mask: AttentionMask) -> Tensor {
-        let a = selfAttn.forward(inputLayernorm.forward(x), batch: batch, length: length, positions: positions, mask: mask)
-        add(x, a, into: hidden)
-        add(hidden, mlp.forward(postAttentionLayernorm.forward(hidden)), into: output)
+    func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
+        add(x, selfAttn.forward(inputLayernorm.forward(x), pass: pass), into: hidden)
+        add(hidden, mlp.forward(postAttentionLayernorm.forward(hidden), pass: pass), into: output)
         return output
     }
 
@@ -302,20 +304,30 @@ public final class LlamaForCausalLM: AdaptableModel {
     public func allLinearModulePaths(taskType: String?) -> Set<String> { Set(linearModules.map(\.name)) }
 
     /// The final hidden states [B, T, C] after the last norm. `forBackward` with
-    /// `recomputesActivations` keeps what the backward pass needs to recompute each block.
-    public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false) throws(ModelError) -> Tensor {
-        try input.validate(vocabularySize: config.vocabSize, maxPositions: nil)
-        let mask = AttentionMask(causal: true, keyPadding: input.attentionMask)
-        let positions = input.positions, batch = input.batch, length = input.length
-        let x = blockRuns.forward(layers, embedTokens.forward(ids: input.inputIds, shape: [batch, length]), forBackward: forBackward) { layer, x in
-            layer.forward(x, batch: batch, length: length, positions: positions, mask: mask)
-        }
-        return norm.forward(x)
+    /// `recomputesActivations` keeps what the backward pass needs to recompute each block;
+    /// `sequenceAdapters` runs each sequence with its own adapter (nil = the base model;
+    /// inference only) instead of the active ones.
+    public func hiddenStates(_ input: TokenBatch, forBackward: Bool = false, sequenceAdapters: [String?]? = nil) throws(ModelError) -> Tensor {
+        let pass = try ForwardPass(input, vocabularySize: config.vocabSize, sequenceAdapters: sequenceAdapters, model: self)
+        return norm.forward(run(pass, embedTokens.forward(ids: input.inputIds, shape: [input.batch, input.length]), forBackward: forBackward))
     }
 
-    /// Full logits [B, T, V] (inference; training uses the chunked loss instead).
-    public func logits(_ input: TokenBatch) throws(ModelError) -> Tensor {
-        let h = try hiddenStates(input)
+    /// The blocks over `x`, the one path of every pass.
+    private func run(_ pass: ForwardPass, _ x: Tensor, forBackward: Bool = false) -> Tensor {
+        blockRuns.forward(layers, x, forBackward: forBackward) { layer, x in layer.forward(x, pass: pass) }
+    }
+
+    /// Several sequences' new tokens through their caches (`CausalLanguageModel`).
+    public func forwardCached(_ steps: [CachedStep], adapters: AdapterSelection, allLogits: Bool) throws(ModelError) -> Tensor {
+        let pass = try ForwardPass(steps, adapters: adapters, vocabularySize: config.vocabSize, model: self)
+        let h = norm.forward(run(pass, embedTokens.forward(ids: pass.tokens, shape: [pass.rows])))
+        return pass.finish(h, head: lmHead, allLogits: allLogits, into: logitsOutput)
+    }
+
+    /// Full logits [B, T, V] (inference; training uses the chunked loss instead), with each
+    /// sequence's own adapter when `sequenceAdapters` is given (PEFT's `adapter_names`).
+    public func logits(_ input: TokenBatch, sequenceAdapters: [String?]? = nil) throws(ModelError) -> Tensor {
+        let h = try hiddenStates(input, sequenceAdapters: sequenceAdapters)
         logitsOutput.resize([input.batch, input.length, config.vocabSize])
         lmHead.multiplyTransposed(h.data, ldx: config.hiddenSize, rows: h.rowCount, into: logitsOutput.data, ldy: config.vocabSize)
         return logitsOutput
