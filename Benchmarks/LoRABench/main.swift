@@ -62,7 +62,7 @@ for (inF, outF) in [(576, 576), (576, 1536), (1536, 576)] {
     let layer = LoRALinear(name: "bench", inFeatures: inF, outFeatures: outF, bias: false)
     layer.base.weight.value.copy(from: random([outF, inF], seed: 3))
     var g = SplitMix64(seed: 4)
-    let adapter = try LoRAAdapter(inFeatures: inF, outFeatures: outF, settings: LoRASettings(rank: rank, alpha: 16), generator: &g)
+    let adapter = try LoRAWeights(inFeatures: inF, outFeatures: outF, settings: LoRASettings(rank: rank, alpha: 16), generator: &g)
     adapter.b.value.copy(from: random([outF, rank], seed: 5))
     try layer.attach(adapter)
     let x = random([tokens, inF], seed: 6, scale: 1), dy = random([tokens, outF], seed: 7, scale: 1), dx = Tensor(shape: [tokens, inF])

@@ -11,19 +11,27 @@ import Glibc
 ///                        dgate = dh ⊙ up ⊙ σ(g) · (1 + g · (1 − σ(g))),   dup = dh ⊙ f(g)
 ///     tanh GELU (Gemma): f(g) = ½ g (1 + tanh(u)),  u = √(2/π) (g + 0.044715 g³)
 ///                        dgate = dh ⊙ up ⊙ (½ (1 + tanh u) + ½ g (1 − tanh² u) √(2/π) (1 + 3·0.044715 g²)),  dup = dh ⊙ f(g)
-public final class GatedActivation {
+public final class GatedActivation: Module {
     /// silu (SwiGLU: Llama) or gelu_pytorch_tanh (GeGLU with the tanh GELU: Gemma).
     public enum Function: Sendable { case silu, geluTanh }
     public let function: Function
+    /// I, the row length of gate, up and h.
+    public let width: Int
     public let output = Tensor(shape: [0])
     public let gateGradient = Tensor(shape: [0])
     public let upGradient = Tensor(shape: [0])
     private var saved: (gate: Tensor, up: Tensor)?
 
-    public init(_ function: Function = .silu) { self.function = function }
+    public init(_ function: Function = .silu, width: Int) {
+        self.function = function
+        self.width = width
+    }
 
-    public var activationBuffers: [Tensor] { [output] }
-    public var gradientBuffers: [Tensor] { [gateGradient, upGradient] }
+    public var ownBuffers: [WorkBuffer] {
+        let i = width
+        return [WorkBuffer(output, .activation) { $0.rows * i }, WorkBuffer(gateGradient, .gradient) { $0.rows * i },
+                WorkBuffer(upGradient, .gradient) { $0.rows * i }]
+    }
 
     /// √(2/π) and the cubic coefficient of the tanh GELU.
     static let c = Float((2 / Double.pi).squareRoot()), cubic: Float = 0.044715
@@ -78,9 +86,6 @@ public final class GatedActivation {
     }
 }
 
-/// Llama's gated activation.
-public typealias SwiGLU = GatedActivation
-
 /// Exact GELU, as BERT uses it: y = x · Φ(x) = ½ x (1 + erf(x / √2)).
 ///
 ///     backward: dx = dy · (Φ(x) + x · φ(x)),  φ(x) = exp(−x²/2) / √(2π)
@@ -89,12 +94,19 @@ public typealias SwiGLU = GatedActivation
 /// erf or a saved [N, C] copy, φ(x) uses the call-free `fastExp` so that loop vectorises, and
 /// both passes are split across the cores: at BERT's sizes this layer was most of the non-GEMM
 /// time.
-public final class GELU {
+public final class GELU: Module {
+    /// The row length of x.
+    public let width: Int
     public let output = Tensor(shape: [0])
     public let inputGradient = Tensor(shape: [0])
     private var input: Tensor?
 
-    public init() {}
+    public init(width: Int) { self.width = width }
+
+    public var ownBuffers: [WorkBuffer] {
+        let c = width
+        return [WorkBuffer(output, .activation) { $0.rows * c }, WorkBuffer(inputGradient, .gradient) { $0.rows * c }]
+    }
 
     public func forward(_ x: Tensor) -> Tensor {
         input = x
@@ -128,11 +140,18 @@ public final class GELU {
 }
 
 /// y = tanh(x) (BERT's pooler).   backward: dx = dy · (1 − y²)
-public final class Tanh {
+public final class Tanh: Module {
+    /// The row length of x.
+    public let width: Int
     public let output = Tensor(shape: [0])
     public let inputGradient = Tensor(shape: [0])
 
-    public init() {}
+    public init(width: Int) { self.width = width }
+
+    public var ownBuffers: [WorkBuffer] {
+        let c = width
+        return [WorkBuffer(output, .activation) { $0.rows * c }, WorkBuffer(inputGradient, .gradient) { $0.rows * c }]
+    }
 
     public func forward(_ x: Tensor) -> Tensor {
         output.resize(x.shape)

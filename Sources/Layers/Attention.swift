@@ -51,7 +51,7 @@ public struct AttentionMask: Sendable {
 ///               dq = c · dS·k,  dk += c · dSᵀ·q,  dv += Pᵀ·dout   (summed over a group's heads)
 ///
 /// A query row whose keys are all masked gets zero output and zero gradient.
-public final class ScaledDotProductAttention {
+public final class ScaledDotProductAttention: Module {
     public let heads: Int
     public let kvHeads: Int
     public let headDimension: Int
@@ -65,8 +65,15 @@ public final class ScaledDotProductAttention {
     private let scratch = Tensor(shape: [0])          // [B, Tq, Tk] for dP, one per sequence
     private var saved: (q: Tensor, k: Tensor, v: Tensor, batch: Int, queries: Int, keys: Int)?
 
-    public var activationBuffers: [Tensor] { [output, probabilities] }
-    public var gradientBuffers: [Tensor] { [queryGradient, keyGradient, valueGradient, scratch] }
+    /// Sizes for self-attention over the pass (Tq = Tk = length).
+    public var ownBuffers: [WorkBuffer] {
+        let q = heads * headDimension, kv = kvHeads * headDimension, h = heads
+        return [WorkBuffer(output, .activation) { $0.rows * q },
+                WorkBuffer(probabilities, .activation) { $0.batch * h * $0.length * $0.length },
+                WorkBuffer(queryGradient, .gradient) { $0.rows * q }, WorkBuffer(keyGradient, .gradient) { $0.rows * kv },
+                WorkBuffer(valueGradient, .gradient) { $0.rows * kv },
+                WorkBuffer(scratch, .gradient) { $0.batch * $0.length * $0.length }]
+    }
 
     public init(heads: Int, kvHeads: Int, headDimension: Int, scale: Float? = nil) {
         precondition(kvHeads > 0 && heads % kvHeads == 0, "heads (\(heads)) must be a multiple of kv heads (\(kvHeads))")

@@ -92,10 +92,14 @@ func total(_ x: UnsafePointer<Float>, count: Int) -> Float {
 /// classifier, where the logits are materialised anyway).
 ///
 ///     logits: [N, K], targets: [N]  →  loss (scalar);  backward: dlogits [N, K]
-public final class CrossEntropyLoss {
+public final class CrossEntropyLoss: Module {
+    /// K, the number of classes.
+    public let classes: Int
     public let logitsGradient = Tensor(shape: [0])
 
-    public init() {}
+    public init(classes: Int) { self.classes = classes }
+
+    public var ownBuffers: [WorkBuffer] { [WorkBuffer(logitsGradient, .gradient) { [classes] in $0.rows * classes }] }
 
     /// Returns the mean loss and the number of counted rows, and fills `logitsGradient`
     /// with d(mean loss)/d(logits) (all zeros when no row counts).
@@ -119,20 +123,37 @@ public final class CrossEntropyLoss {
 ///
 /// Rows whose target is ignored cost nothing: counted rows are gathered into chunks of
 /// `chunkRows`, and each chunk's logits buffer is overwritten by its own gradient.
-public final class ChunkedLMHeadLoss {
+public final class ChunkedLMHeadLoss: Module {
     public let chunkRows: Int
+    /// V and C of the head it is called with.
+    public let vocabularySize: Int, hiddenSize: Int
     public let inputGradient = Tensor(shape: [0])
     private let chunkInput = Tensor(shape: [0])    // [chunk, C] gathered rows
     private let chunkLogits = Tensor(shape: [0])   // [chunk, V] logits, then their gradient
     private let chunkInputGradient = Tensor(shape: [0])
 
-    public init(chunkRows: Int = 256) { self.chunkRows = chunkRows }
+    public init(vocabularySize: Int, hiddenSize: Int, chunkRows: Int = 256) {
+        self.vocabularySize = vocabularySize
+        self.hiddenSize = hiddenSize
+        self.chunkRows = chunkRows
+    }
+
+    /// The chunk buffers are allocated at `chunkRows` rows, but a pass of fewer rows touches
+    /// (makes resident) only that many.
+    public var ownBuffers: [WorkBuffer] {
+        let v = vocabularySize, c = hiddenSize, chunk = chunkRows
+        return [WorkBuffer(inputGradient, .gradient) { $0.rows * c },
+                WorkBuffer(chunkInput, .activation) { min(chunk, $0.rows) * c },
+                WorkBuffer(chunkLogits, .activation) { min(chunk, $0.rows) * v },
+                WorkBuffer(chunkInputGradient, .gradient) { min(chunk, $0.rows) * c }]
+    }
 
     /// Computes the mean loss; when `computeGradients`, also fills `inputGradient` ([N, C]) and
     /// accumulates the head's gradient if it is trainable.
     public func callAsFunction(_ x: Tensor, head: Parameter, targets: [Int], computeGradients: Bool) -> (loss: Float, count: Int) {
         let c = x.rowLength, n = x.rowCount, vocab = head.shape[0]
-        precondition(head.shape[1] == c && targets.count == n)
+        precondition(head.shape == [vocabularySize, hiddenSize] && c == hiddenSize && targets.count == n,
+                     "LM-head loss for [\(vocabularySize), \(hiddenSize)] got head \(head.shape), x \(x.shape)")
         if computeGradients {
             inputGradient.resize(x.shape)
             inputGradient.zero()

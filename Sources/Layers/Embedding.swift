@@ -4,10 +4,10 @@ import Kernels
 ///
 ///     forward:  out[N, C] = W[ids[n], :]       W: [V, C]
 ///     backward: dW[ids[n], :] += dout[n, :]     (trainable only; ids have no gradient)
-public final class Embedding {
+public final class Embedding: Module {
     public let count: Int
     public let dimension: Int
-    public let weight: Parameter
+    public private(set) var weight: Parameter
     public let output = Tensor(shape: [0])
     private var ids: [Int] = []
 
@@ -16,6 +16,14 @@ public final class Embedding {
         self.dimension = dimension
         weight = Parameter("weight", Tensor(shape: [count, dimension]), trainable: trainable)
     }
+
+    public func shareWeights(of other: any Module) {
+        guard let o = other as? Embedding else { preconditionFailure("\(type(of: other)) is not a Embedding") }
+        weight = o.weight
+    }
+
+    public var ownParameters: [(name: String, parameter: Parameter)] { [("weight", weight)] }
+    public var ownBuffers: [WorkBuffer] { [WorkBuffer(output, .activation) { [dimension] in $0.rows * dimension }] }
 
     /// `ids` must already be validated to lie in 0..<count (models check user input and throw).
     public func forward(ids: [Int], shape: [Int]) -> Tensor {

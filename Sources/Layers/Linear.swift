@@ -12,11 +12,11 @@ import Kernels
 ///
 /// Like every layer here, it keeps a reference to its last input and reuses one output buffer:
 /// call each instance once per forward pass, and run backward before the next forward.
-public final class Linear {
+public final class Linear: Module {
     public let inFeatures: Int
     public let outFeatures: Int
-    public let weight: Parameter
-    public let bias: Parameter?
+    public private(set) var weight: Parameter
+    public private(set) var bias: Parameter?
     /// The layer's output, reused by every forward call.
     public let output = Tensor(shape: [0])
     /// Input of the last forward, kept by reference for dW.
@@ -29,10 +29,26 @@ public final class Linear {
         self.bias = bias ? Parameter("bias", Tensor(shape: [outFeatures]), trainable: trainable) : nil
     }
 
-    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    /// A layer over `other`'s weight and bias (the same parameters, not copies) with its own
+    /// output buffer and saved input: another run of the same weights.
+    public init(sharing other: Linear) {
+        inFeatures = other.inFeatures
+        outFeatures = other.outFeatures
+        weight = other.weight
+        bias = other.bias
+    }
 
-    /// Buffers written in the forward pass and read in the backward pass (see `BufferPool`).
-    public var activationBuffers: [Tensor] { [output] }
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+    public var ownParameters: [(name: String, parameter: Parameter)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+    public func shareWeights(of other: any Module) {
+        guard let o = other as? Linear, o.inFeatures == inFeatures, o.outFeatures == outFeatures else {
+            preconditionFailure("\(type(of: other)) is not a Linear(\(inFeatures)→\(outFeatures))")
+        }
+        weight = o.weight
+        bias = o.bias
+    }
+
+    public var ownBuffers: [WorkBuffer] { [WorkBuffer(output, .activation) { [outFeatures] in $0.rows * outFeatures }] }
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == inFeatures, "Linear(\(inFeatures)→\(outFeatures)) got \(x.shape)")

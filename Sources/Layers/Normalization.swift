@@ -7,25 +7,38 @@ import Kernels
 ///     backward: dx̂ = dy ⊙ (o + w)
 ///               dx = r · (dx̂ − x̂ · mean(dx̂ ⊙ x̂))
 ///               dw += Σₙ dy ⊙ x̂                                             (trainable only)
-public final class RMSNorm {
+public final class RMSNorm: Module {
     public let dimension: Int
     public let epsilon: Float
     /// Added to the weight (Gemma stores w with y = (1 + w) ⊙ x̂); 0 for Llama.
     public let weightOffset: Float
-    public let weight: Parameter
+    /// Vectors normalised per row of the model (Gemma's per-head q/k norms: one per head), for
+    /// the buffers' sizes.
+    public let vectorsPerRow: Int
+    public private(set) var weight: Parameter
     public let output = Tensor(shape: [0])
     public let inputGradient = Tensor(shape: [0])
     private var input: Tensor?
     private let rstd = Tensor(shape: [0])   // [N]
 
-    public var activationBuffers: [Tensor] { [output, rstd] }
-    public var gradientBuffers: [Tensor] { [inputGradient] }
+    public func shareWeights(of other: any Module) {
+        guard let o = other as? RMSNorm else { preconditionFailure("\(type(of: other)) is not a RMSNorm") }
+        weight = o.weight
+    }
+
+    public var ownParameters: [(name: String, parameter: Parameter)] { [("weight", weight)] }
+    public var ownBuffers: [WorkBuffer] {
+        let vectors = vectorsPerRow, c = dimension
+        return [WorkBuffer(output, .activation) { $0.rows * vectors * c }, WorkBuffer(rstd, .activation) { $0.rows * vectors },
+                WorkBuffer(inputGradient, .gradient) { $0.rows * vectors * c }]
+    }
 
     /// The weight starts as the identity (o + w = 1).
-    public init(dimension: Int, epsilon: Float, trainable: Bool = false, weightOffset: Float = 0) {
+    public init(dimension: Int, epsilon: Float, trainable: Bool = false, weightOffset: Float = 0, vectorsPerRow: Int = 1) {
         self.dimension = dimension
         self.epsilon = epsilon
         self.weightOffset = weightOffset
+        self.vectorsPerRow = vectorsPerRow
         weight = Parameter("weight", Tensor(shape: [dimension], generator: { 1 - weightOffset }), trainable: trainable)
     }
 
@@ -82,11 +95,11 @@ public final class RMSNorm {
 ///     backward: dx̂ = dy ⊙ w
 ///               dx = r · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂))
 ///               dw += Σₙ dy ⊙ x̂,  db += Σₙ dy                                  (trainable only)
-public final class LayerNorm {
+public final class LayerNorm: Module {
     public let dimension: Int
     public let epsilon: Float
-    public let weight: Parameter
-    public let bias: Parameter
+    public private(set) var weight: Parameter
+    public private(set) var bias: Parameter
     public let output = Tensor(shape: [0])
     public let inputGradient = Tensor(shape: [0])
     private var input: Tensor?
@@ -101,6 +114,18 @@ public final class LayerNorm {
     }
 
     public var parameters: [Parameter] { [weight, bias] }
+    public func shareWeights(of other: any Module) {
+        guard let o = other as? LayerNorm else { preconditionFailure("\(type(of: other)) is not a LayerNorm") }
+        weight = o.weight
+        bias = o.bias
+    }
+
+    public var ownParameters: [(name: String, parameter: Parameter)] { [("weight", weight), ("bias", bias)] }
+    public var ownBuffers: [WorkBuffer] {
+        let c = dimension
+        return [WorkBuffer(output, .activation) { $0.rows * c }, WorkBuffer(mean, .activation) { $0.rows },
+                WorkBuffer(rstd, .activation) { $0.rows }, WorkBuffer(inputGradient, .gradient) { $0.rows * c }]
+    }
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rowLength == dimension)

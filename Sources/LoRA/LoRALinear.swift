@@ -68,21 +68,15 @@ public enum LoRAError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The low-rank pair of one adapted layer: A: [r, in], B: [out, r], trainable.
-public final class LoRAAdapter {
+/// The low-rank pair of one adapted layer, A: [r, in] and B: [out, r] (trainable), with its
+/// settings: weights only, shared by every run of the model. Each run's work buffers and dropout
+/// state live in its `LoRALinear` (`LoRAWorkspace`).
+public final class LoRAWeights {
     public let settings: LoRASettings
     public let a: Parameter
     public let b: Parameter
-    /// Dropout's random state; one integer, so it can be checkpointed and replayed.
-    public var dropoutGenerator: SplitMix64
-
-    // Workspace of the last forward through this adapter, reused every step.
-    let lowRank = Tensor(shape: [0])          // h  [N, r]
-    let lowRankGradient = Tensor(shape: [0])  // dh [N, r]
-    let dropped = Tensor(shape: [0])          // drop(x) [N, in]
-    let dropMask = Tensor(shape: [0])         // 0 or 1/(1−p), [N, in]
-    let droppedGradient = Tensor(shape: [0])  // d drop(x) [N, in]
-    var usedDropout = false
+    /// Where a run's dropout generator starts for this adapter.
+    public let dropoutSeed: UInt64
 
     /// A fresh adapter: A drawn as `settings.initialization` says, B = 0.
     public init(inFeatures: Int, outFeatures: Int, settings: LoRASettings, generator: inout SplitMix64) throws(LoRAError) {
@@ -100,7 +94,7 @@ public final class LoRAAdapter {
         }
         a = Parameter("lora_A", aInit, trainable: true)
         b = Parameter("lora_B", Tensor(shape: [outFeatures, r]), trainable: true)
-        dropoutGenerator = SplitMix64(seed: generator.next())
+        dropoutSeed = generator.next()
     }
 
     /// An adapter from given matrices (loaded from a file or combined from others).
@@ -112,13 +106,11 @@ public final class LoRAAdapter {
         self.settings = settings
         self.a = Parameter("lora_A", a, trainable: true)
         self.b = Parameter("lora_B", b, trainable: true)
-        dropoutGenerator = SplitMix64(seed: seed)
+        dropoutSeed = seed
     }
 
     public var parameters: [Parameter] { [a, b] }
     public var rank: Int { settings.rank }
-    var activationBuffers: [Tensor] { [lowRank, dropped, dropMask] }
-    var gradientBuffers: [Tensor] { [lowRankGradient, droppedGradient] }
     public var scale: Float { settings.scale }
 
     /// ΔW = s·B·A added into `w` ([out, in]) with an extra factor, in fp32.
@@ -127,10 +119,42 @@ public final class LoRAAdapter {
         matmul(m: outF, n: inF, k: rank, alpha: scale * factor, b.value.data, lda: rank, a.value.data, ldb: inF,
                beta: 1, w.data, ldc: inF)
     }
+}
+
+/// One run's state for one adapter of one layer: what the forward pass saves for the backward
+/// pass, the backward pass's buffers, and the dropout generator (one integer, so it can be
+/// checkpointed and replayed).
+final class LoRAWorkspace {
+    let weights: LoRAWeights
+    var dropoutGenerator: SplitMix64
+    let lowRank = Tensor(shape: [0])          // h  [N, r]
+    let lowRankGradient = Tensor(shape: [0])  // dh [N, r]
+    let dropped = Tensor(shape: [0])          // drop(x) [N, in]
+    let dropMask = Tensor(shape: [0])         // 0 or 1/(1−p), [N, in]
+    let droppedGradient = Tensor(shape: [0])  // d drop(x) [N, in]
+    var usedDropout = false
+    // Inference only (`addRows`): the gathered rows, their h and their ΔW·x.
+    private let gathered = Tensor(shape: [0]), gatheredLow = Tensor(shape: [0]), delta = Tensor(shape: [0])
+
+    init(_ weights: LoRAWeights) {
+        self.weights = weights
+        dropoutGenerator = SplitMix64(seed: weights.dropoutSeed)
+    }
+
+    /// The training step's buffers; `used` says whether the step runs this adapter.
+    func buffers(inFeatures: Int, used: @escaping () -> Bool) -> [WorkBuffer] {
+        let r = weights.rank, dropout = weights.settings.dropout > 0
+        let low = { (s: PassShape) in used() ? s.rows * r : 0 }
+        let wide = { (s: PassShape) in used() && dropout ? s.rows * inFeatures : 0 }
+        return [WorkBuffer(lowRank, .activation, elements: low), WorkBuffer(dropped, .activation, elements: wide),
+                WorkBuffer(dropMask, .activation, elements: wide), WorkBuffer(lowRankGradient, .gradient, elements: low),
+                WorkBuffer(droppedGradient, .gradient, elements: wide)]
+    }
 
     /// h = drop(x)·Aᵀ, then y += s·h·Bᵀ.
     func forward(_ x: Tensor, into y: Tensor, training: Bool) {
-        let n = x.rowCount, inF = x.rowLength, outF = y.rowLength, r = rank
+        let a = weights.a, b = weights.b, settings = weights.settings
+        let n = x.rowCount, inF = x.rowLength, outF = y.rowLength, r = weights.rank
         var xd = x
         usedDropout = training && settings.dropout > 0
         if usedDropout {
@@ -151,19 +175,23 @@ public final class LoRAAdapter {
         }
         lowRank.resize([n, r])
         matmul(transposeB: true, m: n, n: r, k: inF, xd.data, lda: inF, a.value.data, ldb: inF, lowRank.data, ldc: r)
-        matmul(transposeB: true, m: n, n: outF, k: r, alpha: scale, lowRank.data, lda: r, b.value.data, ldb: r,
+        matmul(transposeB: true, m: n, n: outF, k: r, alpha: weights.scale, lowRank.data, lda: r, b.value.data, ldb: r,
                beta: 1, y.data, ldc: outF)
     }
 
-    /// y[row] += s·(x[row]·Aᵀ)·Bᵀ for the given rows only (inference: no dropout, nothing saved).
-    /// The rows are gathered into one block, so a group of rows costs two small products.
+    /// y[row] += s·(x[row]·Aᵀ)·Bᵀ for the given rows only (inference: no dropout, nothing saved
+    /// for a backward pass). The rows are gathered into one block, so a group of rows costs two
+    /// small products.
     func addRows(_ rows: [Int], of x: Tensor, into y: Tensor) {
         guard !rows.isEmpty else { return }
-        let n = rows.count, inF = x.rowLength, outF = y.rowLength, r = rank
-        let gathered = Tensor(shape: [n, inF]), low = Tensor(shape: [n, r]), delta = Tensor(shape: [n, outF])
+        let n = rows.count, inF = x.rowLength, outF = y.rowLength, r = weights.rank
+        gathered.resize([n, inF])
+        gatheredLow.resize([n, r])
+        delta.resize([n, outF])
         for (i, row) in rows.enumerated() { (gathered.data + i * inF).update(from: x.data + row * inF, count: inF) }
-        matmul(transposeB: true, m: n, n: r, k: inF, gathered.data, lda: inF, a.value.data, ldb: inF, low.data, ldc: r)
-        matmul(transposeB: true, m: n, n: outF, k: r, alpha: scale, low.data, lda: r, b.value.data, ldb: r, delta.data, ldc: outF)
+        matmul(transposeB: true, m: n, n: r, k: inF, gathered.data, lda: inF, weights.a.value.data, ldb: inF, gatheredLow.data, ldc: r)
+        matmul(transposeB: true, m: n, n: outF, k: r, alpha: weights.scale, gatheredLow.data, lda: r, weights.b.value.data, ldb: r,
+               delta.data, ldc: outF)
         for (i, row) in rows.enumerated() {
             let dst = y.data + row * outF, src = delta.data + i * outF
             for j in 0..<outF { dst[j] += src[j] }
@@ -172,7 +200,8 @@ public final class LoRAAdapter {
 
     /// dB += s·dyᵀ·h, dh = s·dy·B, dA += dhᵀ·drop(x), dx += drop′(dh·A).
     func backward(_ dy: Tensor, input x: Tensor, dx: Tensor?) {
-        let n = dy.rowCount, inF = x.rowLength, outF = dy.rowLength, r = rank, s = scale
+        let a = weights.a, b = weights.b
+        let n = dy.rowCount, inF = x.rowLength, outF = dy.rowLength, r = weights.rank, s = weights.scale
         let xd = usedDropout ? dropped : x
         if let dB = b.grad {
             matmul(transposeA: true, m: outF, n: r, k: n, alpha: s, dy.data, lda: outF, lowRank.data, ldb: r,
@@ -197,6 +226,16 @@ public final class LoRAAdapter {
     }
 }
 
+/// What every run of one adapted layer shares: its named adapters and whether they are merged
+/// into the (shared) base weight, with the original W0 kept for an exact unmerge.
+final class LoRAAdapterSet {
+    var adapters: [(name: String, adapter: LoRAWeights)] = []
+    var isMerged = false
+    var originalWeight: Tensor?
+
+    func adapter(named name: String) -> LoRAWeights? { adapters.first { $0.name == name }?.adapter }
+}
+
 /// A linear layer with named low-rank adapters — the one LoRA matmul entry point that every
 /// projection of every model goes through. With no active adapter it is exactly `base`.
 ///
@@ -212,21 +251,27 @@ public final class LoRAAdapter {
 /// the base model). `merge()` replaces W0 by W0 + Σ s·B·A over the active adapters (computed in
 /// fp32, refused if non-finite) and keeps the original tensor, so `unmerge()` restores it bit
 /// for bit; `fuse()` merges for good.
-public final class LoRALinear {
-    /// The module path, e.g. `model.layers.0.self_attn.q_proj`; used in error messages.
-    public let name: String
-    public let base: Linear
-    /// Attached adapters in the order they were attached.
-    public private(set) var adapters: [(name: String, adapter: LoRAAdapter)] = []
-    /// The adapters that apply, in attach order.
+///
+/// Weights and one run's state are apart: W0, the bias and the attached adapters (with their
+/// merged state) may be shared with other instances (`share(_:)`, what a model's `replica()`
+/// uses), while the active adapters, the saved input, the work buffers and the dropout
+/// generators are this instance's own.
+public final class LoRALinear: Module {
+    /// The module path, e.g. `model.layers.0.self_attn.q_proj`, given by the model's module tree;
+    /// used in error messages and for matching targets.
+    public package(set) var name: String
+    /// The base projection: this run's output buffer over the (shareable) W0 and bias.
+    public private(set) var base: Linear
+    private var shared = LoRAAdapterSet()
+    /// The adapters that apply in this run, in attach order.
     public private(set) var activeAdapters: [String] = []
-    public private(set) var isMerged = false
     /// Dropout on the low-rank path is applied only while training.
     public var isTraining = true
-    private var originalWeight: Tensor?
     private var input: Tensor?
+    /// This run's state per attached adapter, by the adapter's identity.
+    private var workspaces: [ObjectIdentifier: LoRAWorkspace] = [:]
     /// The adapters the last forward used, so backward matches it even if the state changed since.
-    private var usedAtForward: [LoRAAdapter] = []
+    private var usedAtForward: [LoRAWorkspace] = []
 
     public init(name: String, base: Linear) {
         self.name = name
@@ -237,30 +282,75 @@ public final class LoRALinear {
         self.init(name: name, base: Linear(inFeatures: inFeatures, outFeatures: outFeatures, bias: bias))
     }
 
+    /// Shares `other`'s weights and adapters (attached, detached, merged and unmerged for both at
+    /// once) and starts with its active adapters and mode; buffers, saved input and dropout state
+    /// stay this instance's.
+    public func share(_ other: LoRALinear) {
+        base = Linear(sharing: other.base)
+        shared = other.shared
+        activeAdapters = other.activeAdapters
+        isTraining = other.isTraining
+        workspaces = [:]
+        usedAtForward = []
+        input = nil
+    }
+
+    public func shareWeights(of other: any Module) {
+        guard let o = other as? LoRALinear else { preconditionFailure("\(type(of: other)) is not a LoRALinear") }
+        share(o)
+    }
+
     public var inFeatures: Int { base.inFeatures }
     public var outFeatures: Int { base.outFeatures }
     public var output: Tensor { base.output }
+    public var isMerged: Bool { shared.isMerged }
+    /// Attached adapters in the order they were attached.
+    public var adapters: [(name: String, adapter: LoRAWeights)] { shared.adapters }
 
-    /// Buffers of the forward pass that the backward pass reads: the base output and every
-    /// attached adapter's (see `BufferPool`).
-    public var activationBuffers: [Tensor] { base.activationBuffers + adapters.flatMap(\.adapter.activationBuffers) }
-    public var gradientBuffers: [Tensor] { adapters.flatMap(\.adapter.gradientBuffers) }
+    /// This run's state for an attached adapter (made on first use; states of adapters since
+    /// detached are dropped then).
+    private func workspace(_ adapter: LoRAWeights) -> LoRAWorkspace {
+        let key = ObjectIdentifier(adapter)
+        if let ws = workspaces[key] { return ws }
+        let attached = Set(shared.adapters.map { ObjectIdentifier($0.adapter) })
+        workspaces = workspaces.filter { attached.contains($0.key) }
+        let ws = LoRAWorkspace(adapter)
+        workspaces[key] = ws
+        return ws
+    }
 
-    /// The dropout generators of the attached adapters: saved before a forward pass and
-    /// restored before recomputing it, so the recomputation draws the same masks.
+    /// W0 and the bias under their Hugging Face names (the adapters' matrices are not base parameters).
+    public var ownParameters: [(name: String, parameter: Parameter)] { base.ownParameters }
+
+    /// The base output and, per attached adapter, its saved h, dropout input and mask and their
+    /// gradients, counted for the adapters a training step runs (active, unmerged).
+    public var ownBuffers: [WorkBuffer] {
+        base.ownBuffers + shared.adapters.flatMap { name, adapter in
+            workspace(adapter).buffers(inFeatures: inFeatures) { [unowned self] in !isMerged && activeAdapters.contains(name) }
+        }
+    }
+
+    /// The dropout generators of the attached adapters (this run's): saved before a forward
+    /// pass and restored before recomputing it, so the recomputation draws the same masks.
     public var dropoutStates: [SplitMix64] {
-        get { adapters.map(\.adapter.dropoutGenerator) }
-        set { for (pair, state) in zip(adapters, newValue) { pair.adapter.dropoutGenerator = state } }
+        get { shared.adapters.map { workspace($0.adapter).dropoutGenerator } }
+        set { for (pair, state) in zip(shared.adapters, newValue) { workspace(pair.adapter).dropoutGenerator = state } }
+    }
+
+    /// This run's dropout generator of the first active adapter (the one a training run trains).
+    public var dropoutGenerator: SplitMix64? {
+        get { adapter.map { workspace($0).dropoutGenerator } }
+        set { if let a = adapter, let newValue { workspace(a).dropoutGenerator = newValue } }
     }
 
     /// The first active adapter (the only one, in the common case).
-    public var adapter: LoRAAdapter? { activeAdapters.first.flatMap { adapter(named: $0) } }
+    public var adapter: LoRAWeights? { activeAdapters.first.flatMap { adapter(named: $0) } }
 
-    public func adapter(named name: String) -> LoRAAdapter? { adapters.first { $0.name == name }?.adapter }
+    public func adapter(named name: String) -> LoRAWeights? { shared.adapter(named: name) }
 
     /// Attaches an adapter whose A and B fit this layer under `adapterName` (activating it
     /// alongside the active ones when `activate`).
-    public func attach(_ adapter: LoRAAdapter, named adapterName: String = "default", activate: Bool = true) throws(LoRAError) {
+    public func attach(_ adapter: LoRAWeights, named adapterName: String = "default", activate: Bool = true) throws(LoRAError) {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
         guard self.adapter(named: adapterName) == nil else { throw .adapterAlreadyAttached(layer: name) }
         let r = adapter.rank
@@ -270,19 +360,20 @@ public final class LoRALinear {
         guard adapter.b.shape == [outFeatures, r] else {
             throw .shapeMismatch(layer: name, tensor: "lora_B", expected: [outFeatures, r], got: adapter.b.shape)
         }
-        adapters.append((adapterName, adapter))
+        shared.adapters.append((adapterName, adapter))
         if activate { activeAdapters.append(adapterName) }
         usedAtForward = []
     }
 
     /// Removes an adapter (refused while merged: unmerge or fuse first).
     @discardableResult
-    public func detach(named adapterName: String = "default") throws(LoRAError) -> LoRAAdapter? {
+    public func detach(named adapterName: String = "default") throws(LoRAError) -> LoRAWeights? {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
         usedAtForward = []
         let removed = adapter(named: adapterName)
-        adapters.removeAll { $0.name == adapterName }
+        shared.adapters.removeAll { $0.name == adapterName }
         activeAdapters.removeAll { $0 == adapterName }
+        if let removed { workspaces[ObjectIdentifier(removed)] = nil }
         return removed
     }
 
@@ -290,14 +381,14 @@ public final class LoRALinear {
     /// adapters need not cover every layer). An empty list disables LoRA on this layer.
     public func setActiveAdapters(_ names: [String]) throws(LoRAError) {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
-        activeAdapters = adapters.map(\.name).filter { names.contains($0) }
+        activeAdapters = shared.adapters.map(\.name).filter { names.contains($0) }
     }
 
     public func forward(_ x: Tensor) -> Tensor {
         input = x
         let y = base.forward(x)
-        usedAtForward = isMerged ? [] : activeAdapters.compactMap { adapter(named: $0) }
-        for adapter in usedAtForward { adapter.forward(x, into: y, training: isTraining) }
+        usedAtForward = isMerged ? [] : activeAdapters.compactMap { adapter(named: $0).map(workspace) }
+        for ws in usedAtForward { ws.forward(x, into: y, training: isTraining) }
         return y
     }
 
@@ -332,7 +423,7 @@ public final class LoRALinear {
         usedAtForward = []
         let y = base.forward(x)
         for g in rows.groups {
-            if let adapter = adapter(named: g.name) { adapter.addRows(g.rows, of: x, into: y) }
+            if let adapter = adapter(named: g.name) { workspace(adapter).addRows(g.rows, of: x, into: y) }
         }
         return y
     }
@@ -343,7 +434,7 @@ public final class LoRALinear {
         guard let x = input else { preconditionFailure("LoRALinear backward before forward") }
         precondition(dy.rowCount == x.rowCount, "\(name): dy \(dy.shape) does not match the forward input \(x.shape)")
         base.backward(dy, dx: dx, accumulate: accumulate)
-        for adapter in usedAtForward { adapter.backward(dy, input: x, dx: dx) }
+        for ws in usedAtForward { ws.backward(dy, input: x, dx: dx) }
     }
 
     /// W0 + Σ s·B·A over the active adapters, in fp32, as a new tensor; throws if any element is
@@ -352,7 +443,7 @@ public final class LoRALinear {
         let active = activeAdapters.compactMap { adapter(named: $0) }
         guard !active.isEmpty else { throw .noAdapter(layer: name) }
         if let packed = base.weight.packed { throw .packedBase(layer: name, encoding: packed.encoding) }
-        let w = (originalWeight ?? base.weight.value).clone()
+        let w = (shared.originalWeight ?? base.weight.value).clone()
         for adapter in active { adapter.addDelta(into: w) }
         guard w.isFinite else { throw .nonFiniteMerge(layer: name) }
         return w
@@ -362,26 +453,27 @@ public final class LoRALinear {
     public func merge() throws(LoRAError) {
         guard !isMerged else { throw .alreadyMerged(layer: name) }
         let merged = try mergedWeight()
-        originalWeight = base.weight.value
+        shared.originalWeight = base.weight.value
         base.weight.replaceValue(merged)
-        isMerged = true
+        shared.isMerged = true
     }
 
     /// Restores the exact original W0 (bit-identical).
     public func unmerge() throws(LoRAError) {
-        guard isMerged, let originalWeight else { throw .notMerged(layer: name) }
+        guard isMerged, let originalWeight = shared.originalWeight else { throw .notMerged(layer: name) }
         base.weight.replaceValue(originalWeight)
-        self.originalWeight = nil
-        isMerged = false
+        shared.originalWeight = nil
+        shared.isMerged = false
     }
 
     /// Merges the active adapters for good and drops every adapter and the copy of W0 (deployment).
     public func fuse() throws(LoRAError) {
         if !isMerged { try merge() }
-        originalWeight = nil
-        isMerged = false
-        adapters = []
+        shared.originalWeight = nil
+        shared.isMerged = false
+        shared.adapters = []
         activeAdapters = []
+        workspaces = [:]
         usedAtForward = []
     }
 }

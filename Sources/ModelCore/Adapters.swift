@@ -5,19 +5,46 @@ import Layers
 import LoRA
 import OrderedJSON
 
-/// The named adapters of one model: their configs, the trained copies of `modules_to_save`
-/// modules (a classification head, say), and which adapters are active.
-public final class AdapterRegistry {
-    public internal(set) var configs: [(name: String, config: LoRAConfig)] = []
-    public internal(set) var active: [String] = []
+/// The named adapters of a model's weights, shared by every instance that shares those weights
+/// (`replica()`): their configs, the trained copies of `modules_to_save` modules (a
+/// classification head, say), and which adapters' copies the shared parameters hold.
+final class AdapterPool {
+    var configs: [(name: String, config: LoRAConfig)] = []
     /// Per adapter: parameter name → its trained copy (PEFT's `modules_to_save`).
     var savedModules: [String: [String: Tensor]] = [:]
     /// The base values of parameters that a saved module currently replaces.
     var originals: [String: Tensor] = [:]
     /// Which adapter's saved modules the parameters hold now.
     var installed: [String] = []
+}
+
+/// One model instance's view of the adapters: the shared pool, and which adapters are active in
+/// this instance's runs.
+public final class AdapterRegistry {
+    var pool = AdapterPool()
+    public internal(set) var active: [String] = []
+    /// Set on a replica's registry: it shares another instance's weights and adapter pool, so
+    /// it may not change what the shared parameters hold (`modules_to_save` copies).
+    public internal(set) var isReplica = false
 
     public init() {}
+
+    public internal(set) var configs: [(name: String, config: LoRAConfig)] {
+        get { pool.configs }
+        set { pool.configs = newValue }
+    }
+    var savedModules: [String: [String: Tensor]] {
+        get { pool.savedModules }
+        set { pool.savedModules = newValue }
+    }
+    var originals: [String: Tensor] {
+        get { pool.originals }
+        set { pool.originals = newValue }
+    }
+    var installed: [String] {
+        get { pool.installed }
+        set { pool.installed = newValue }
+    }
 
     public func config(named name: String) -> LoRAConfig? { configs.first { $0.name == name }?.config }
     public var names: [String] { configs.map(\.name) }
@@ -41,10 +68,10 @@ extension AdaptableModel {
         }
         let saved = try savedModuleParameters(config.modulesToSave ?? [])
         var generator = SplitMix64(seed: seed)
-        var adapters: [(LoRALinear, LoRAAdapter)] = []
+        var adapters: [(LoRALinear, LoRAWeights)] = []
         do {
             for m in covered {
-                let adapter = try LoRAAdapter(inFeatures: m.inFeatures, outFeatures: m.outFeatures,
+                let adapter = try LoRAWeights(inFeatures: m.inFeatures, outFeatures: m.outFeatures,
                                               settings: config.settings(for: m.name), generator: &generator)
                 adapters.append((m, adapter))
             }
@@ -142,6 +169,18 @@ extension AdaptableModel {
         try requireUnmerged("switching adapters")
         for name in names where adapterRegistry.config(named: name) == nil {
             throw .invalidInput("no adapter named '\(name)' (loaded: \(adapterRegistry.names.joined(separator: ", ")))")
+        }
+        if adapterRegistry.isReplica {
+            // The saved modules live in the shared parameters: a replica uses what is installed.
+            let saving = names.filter { !(adapterRegistry.savedModules[$0] ?? [:]).isEmpty }
+            guard saving.allSatisfy(adapterRegistry.installed.contains) else {
+                throw .invalidInput("adapter '\(saving.first ?? "")' replaces whole modules (modules_to_save) of the shared weights: activate it on the model, not on a replica")
+            }
+            for m in linearModules {
+                do { try m.setActiveAdapters(names) } catch { throw .invalidInput("\(error)") }
+            }
+            adapterRegistry.active = names
+            return
         }
         syncSavedModules()
         let byName = Dictionary(namedParameters.map { ($0.name, $0.parameter) }, uniquingKeysWith: { a, _ in a })
@@ -379,7 +418,7 @@ extension AdaptableModel {
             config.targets = .names(union)
         }
         let settings = config.settings(for: "")
-        var built: [(LoRALinear, LoRAAdapter)] = []
+        var built: [(LoRALinear, LoRAWeights)] = []
         for m in linearModules {
             let sources = zip(adapters, weights).compactMap { a, w in m.adapter(named: a).map { ($0, w) } }
             guard !sources.isEmpty else { continue }
@@ -403,7 +442,7 @@ extension AdaptableModel {
                     for i in 0..<b.count { b.data[i] += wB * source.b.value.data[i] }
                 }
             }
-            do { built.append((m, try LoRAAdapter(settings: settings, a: a, b: b))) } catch { throw .invalidInput("\(error)") }
+            do { built.append((m, try LoRAWeights(settings: settings, a: a, b: b))) } catch { throw .invalidInput("\(error)") }
         }
         for (m, adapter) in built {
             do { try m.attach(adapter, named: name, activate: false) } catch { throw .invalidInput("\(error)") }

@@ -118,12 +118,13 @@ public struct TokenBatch: Sendable {
     }
 }
 
-/// What every model assembly offers: named parameters (Hugging Face names) and the linear
-/// modules LoRA can adapt, by Hugging Face module path.
-public protocol AdaptableModel: AnyObject {
-    /// Every base parameter with its Hugging Face state-dict name (tied weights listed once).
+/// What every model assembly offers: the root of its module tree, from which its named
+/// parameters (Hugging Face names) and the linear modules LoRA can adapt are derived.
+public protocol AdaptableModel: Module {
+    /// Every base parameter with its Hugging Face state-dict name (tied weights listed once): the
+    /// module tree's parameters unless an architecture says otherwise.
     var namedParameters: [(name: String, parameter: Parameter)] { get }
-    /// Every linear module, by path (`model.layers.0.self_attn.q_proj`).
+    /// Every linear module, by path (`model.layers.0.self_attn.q_proj`): the tree's `LoRALinear`s.
     var linearModules: [LoRALinear] { get }
     /// Names that may appear in a checkpoint but are not parameters (ignored when loading).
     var ignorableWeightNames: Set<String> { get }
@@ -135,6 +136,14 @@ public protocol AdaptableModel: AnyObject {
 
 extension AdaptableModel {
     public var ignorableWeightNames: Set<String> { [] }
+    public var namedParameters: [(name: String, parameter: Parameter)] { treeParameters }
+    public var linearModules: [LoRALinear] { modules(of: LoRALinear.self).map(\.module) }
+
+    /// Names every adapted projection by its path in the tree; a model's initializer calls it
+    /// once its tree is built (the tree is fixed from then on).
+    public func nameModules() {
+        for (path, m) in modules(of: LoRALinear.self) { m.name = path }
+    }
 
     /// Copies weights by name; every expected tensor must be present with the right shape, and
     /// every tensor given must be expected. Nothing is modified unless all checks pass.

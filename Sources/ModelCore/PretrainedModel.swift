@@ -32,32 +32,40 @@ public struct ActivationEstimate: Sendable, Equatable {
     }
 }
 
-extension ActivationEstimate {
-    /// A decoder's, from element counts: `layers` blocks each keeping `blockActivations` (one set
-    /// in all with `recompute`), one set of `sharedGradients` lent from block to block, each
-    /// block's own output and input gradient (`ownedPerBlock`), the model-level buffers, and the
-    /// chunked LM-head loss over `vocabularySize` ([256, V] is reserved, but only the rows of
-    /// counted targets are ever touched).
-    public static func decoder(layers: Int, tokens n: Int, hiddenSize c: Int, vocabularySize: Int, blockActivations: Int,
-                               sharedGradients: Int, ownedPerBlock: Int, modelLevel: Int, recompute: Bool) -> ActivationEstimate {
-        let kept = recompute ? blockActivations : layers * blockActivations
-        let chunk = min(256, n)
-        return ActivationEstimate(
-            activationBytes: 4 * (kept + sharedGradients + layers * ownedPerBlock + modelLevel),
-            activationDetail: recompute ? "\(layers) blocks, one shared set of activations (--recompute)"
-                : "\(layers) blocks × \(mib(4 * blockActivations)) each",
-            headBytes: 4 * chunk * (vocabularySize + 2 * c),
-            headDetail: "chunked loss: [\(chunk), \(vocabularySize)] logits", recomputeApplies: true)
+extension PretrainedModel {
+    /// The activation, gradient and head buffers of a training step on a `batch × length` batch,
+    /// from the module tree: every module's `WorkBuffer`s at the pass shape it sees. The blocks of
+    /// a stack (`RecomputableBlock`) lend each other their work buffers, so their gradient buffers
+    /// count once, and with `recompute` their activation buffers once too; each block's retained
+    /// buffers count per block; everything outside the blocks counts as it is, the modules of
+    /// `headModules` as the output head.
+    public func activationEstimate(batch: Int, length: Int, recompute: Bool) -> ActivationEstimate {
+        let heads = Set(headModules.map { ObjectIdentifier($0) })
+        var blockActivations: [Int] = [], blockGradients: [Int] = [], retained = 0, outside = 0, head = 0
+        func visit(_ module: any Module, _ shape: PassShape) {
+            if heads.contains(ObjectIdentifier(module)) {
+                head += module.bufferElements(shape)
+                return
+            }
+            if module is any RecomputableBlock {
+                blockActivations.append(module.bufferElements(shape, roles: [.activation]))
+                blockGradients.append(module.bufferElements(shape, roles: [.gradient]))
+                retained += module.bufferElements(shape, roles: [.retained])
+                return
+            }
+            outside += module.ownBuffers.reduce(0) { $0 + $1.elements(shape) }
+            for (name, child) in module.children { visit(child, module.shape(ofChild: name, in: shape)) }
+        }
+        visit(self, PassShape(batch: batch, length: length))
+        let blocks = blockActivations.count, perBlock = blockActivations.max() ?? 0
+        let kept = recompute ? perBlock : blockActivations.reduce(0, +)
+        let detail = blocks == 0 ? "every module keeps its own buffers"
+            : recompute ? "\(blocks) blocks, one shared set of activations (--recompute)"
+            : "\(blocks) blocks × \(mib(4 * perBlock)) each"
+        return ActivationEstimate(activationBytes: 4 * (kept + (blockGradients.max() ?? 0) + retained + outside), activationDetail: detail,
+                                  headBytes: 4 * head, headDetail: headDescription(batch: batch, length: length),
+                                  recomputeApplies: blocks > 0)
     }
-}
-
-/// The adapter buffers of a training step summed over every adapted module (element counts, not
-/// bytes), which an architecture's `ActivationEstimate` spreads over its blocks.
-public struct AdapterBufferCounts: Sendable, Equatable {
-    public var activations = 0
-    public var gradients = 0
-    public var modules = 0
-    public init() {}
 }
 
 /// A pretrained model of any architecture: what loading, training, evaluation, merging, export and
@@ -85,8 +93,11 @@ public protocol PretrainedModel: AdaptableModel {
     /// Matrix-product FLOPs of one training step outside the linear modules and attention (an LM
     /// head), for `n` tokens.
     func extraStepFLOPs(tokens n: Double) -> Double
-    /// The activation, gradient and head buffers of a training step on a `batch × length` batch.
-    func activationEstimate(batch: Int, length: Int, recompute: Bool, adapters: AdapterBufferCounts) -> ActivationEstimate
+    /// The modules that make the output head (a chunked LM loss; a pooler and classifier), whose
+    /// buffers the memory estimate reports apart.
+    var headModules: [any Module] { get }
+    /// What the head's buffers hold, for the estimate's breakdown.
+    func headDescription(batch: Int, length: Int) -> String
     /// Whether `setActivationRecomputation` does anything.
     var supportsActivationRecomputation: Bool { get }
     /// Keep only each block's input in the forward pass and recompute the block before its backward.
@@ -99,20 +110,28 @@ public protocol PretrainedModel: AdaptableModel {
 }
 
 extension PretrainedModel {
-    public var supportsActivationRecomputation: Bool { false }
+    /// Whether the tree has a stack of blocks (`RecomputableBlock`) to recompute.
+    public var supportsActivationRecomputation: Bool { !modules(of: (any RecomputableBlock).self).isEmpty }
     public func setActivationRecomputation(_ on: Bool) {}
     public var hardPositionLimit: Int? { nil }
     public func extraStepFLOPs(tokens n: Double) -> Double { 0 }
 
-    /// Every weight of the blocks' linear modules and the token embedding (with an LM head).
-    /// Norms, biases and a classifier's pooler and head stay fp32 (a classification run trains the head).
+    /// The weights of the linear modules outside the output head, and the vocabulary-sized
+    /// tables (the token embedding, an LM head), found in the module tree. Norms, biases, other
+    /// embeddings (BERT's positions and token types) and a classifier's pooler and head stay fp32
+    /// (a classification run trains the head).
     public var packableParameterNames: Set<String> {
-        let linear = Set(linearModules.filter { !$0.name.hasPrefix("classifier") && !$0.name.contains("pooler") }
-            .map { ObjectIdentifier($0.base.weight) })
-        return Set(namedParameters.filter { name, p in
-            linear.contains(ObjectIdentifier(p)) || name.hasSuffix("embed_tokens.weight") || name == "lm_head.weight"
-                || name.hasSuffix("word_embeddings.weight")
-        }.map(\.name))
+        let heads = Set(headModules.flatMap { $0.namedModules() }.map { ObjectIdentifier($0.module) })
+        var packable = Set<ObjectIdentifier>()
+        for (_, module) in namedModules() where !heads.contains(ObjectIdentifier(module)) {
+            switch module {
+            case let m as LoRALinear: packable.insert(ObjectIdentifier(m.base.weight))
+            case let m as Embedding where m.count == vocabularySize: packable.insert(ObjectIdentifier(m.weight))
+            case let m as WeightModule where m.weight.shape.first == vocabularySize: packable.insert(ObjectIdentifier(m.weight))
+            default: break
+            }
+        }
+        return Set(namedParameters.filter { packable.contains(ObjectIdentifier($0.parameter)) }.map(\.name))
     }
 
     /// A JSON encoding of `configuration` with sorted keys.
@@ -153,3 +172,28 @@ public protocol SentenceEncoder: PretrainedModel {
 
 /// "12.5 MiB", for memory reports.
 public func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+
+/// A model whose weights can serve several runs at once.
+public protocol ReplicableModel: PretrainedModel {
+    /// A model of the same configuration with fresh weights (zero-filled pages that are never
+    /// touched, so never resident): what `replica()` builds on.
+    func emptyCopy() -> Self
+}
+
+extension ReplicableModel {
+    /// Another instance of this model over the same weights: every base parameter (packed or
+    /// not) and every attached adapter is the same object, so the weights are in memory once and
+    /// loading, attaching, merging or training through either instance is seen by both. What one
+    /// run needs for itself is the replica's own: activations and work buffers, KV caches made by
+    /// it, the active adapters (starting as this instance's), LoRA dropout state and activation
+    /// recomputation. Two instances may run forward passes on two threads at once; changing the
+    /// weights or the adapter pool (load, remove, merge, train) must not overlap a pass.
+    public func replica() -> Self {
+        let copy = emptyCopy()
+        copy.shareTreeWeights(of: self)
+        copy.adapterRegistry.pool = adapterRegistry.pool
+        copy.adapterRegistry.active = adapterRegistry.active
+        copy.adapterRegistry.isReplica = true
+        return copy
+    }
+}

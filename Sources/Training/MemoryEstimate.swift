@@ -10,14 +10,15 @@ import ModelCore
 ///
 ///     frozen weights       as stored: fp32, bf16 or the GGUF's quantised blocks (`frozenWeightBytes`)
 ///     trainable            every trainable element × 16 bytes: value, gradient, AdamW m and v
-///     activations          Llama: per block the saved outputs (norms, q/k/v/o, attention output and
-///                          probabilities B·H·T², SwiGLU gate/up/hidden, down, the residual) and each
-///                          adapter's h [N, r] and dropout input and mask [N, in]; every block keeps
-///                          its own set, or with --recompute one shared set plus each block's input.
-///                          The gradient buffers are one shared set. BERT: every layer keeps its own
-///                          activations and gradients (no recomputation).
-///     LM head / logits     the chunked loss's [256, V] logits and [256, C] rows (Llama); the
-///                          classifier's [B, K] (BERT)
+///     activations          every work buffer of the model's module tree at the batch's shape, as each
+///                          module declares it (`WorkBuffer`, `PretrainedModel.activationEstimate`):
+///                          norms, q/k/v/o, attention output and probabilities B·H·T², the MLP, the
+///                          residuals, each active adapter's h [N, r] and dropout input and mask
+///                          [N, in]. The blocks of a decoder keep their own activations, or with
+///                          --recompute one shared set; their gradient buffers are one shared set.
+///                          BERT has no such stack: every layer keeps its own.
+///     LM head / logits     the head modules' buffers: the chunked loss's [256, V] logits and [256, C]
+///                          rows (decoders); the pooler's and classifier's [B, ·] (BERT)
 ///     model file (loading) the mapped model file, resident while the weights are read: the peak
 ///                          is the larger of loading (frozen weights + file) and training
 ///     data                 the tokenised examples (ids, labels: 16 bytes a token, 100 bytes an example)
@@ -91,17 +92,9 @@ public struct MemoryEstimate: Sendable, Codable {
         let n = batch * length
         let trainable = model.trainableParameters.reduce(0) { $0 + $1.value.count }
         let frozen = model.frozenWeightBytes
-        // Adapter buffers over all adapted modules: activations (h, dropout input and mask), gradients (dh, d drop(x)).
-        var adapters = AdapterBufferCounts()
-        for m in model.linearModules {
-            guard !m.isMerged, let a = m.adapter else { continue }
-            adapters.modules += 1
-            let dropout = a.settings.dropout > 0
-            adapters.activations += n * a.rank + (dropout ? 2 * n * m.inFeatures : 0)
-            adapters.gradients += n * a.rank + (dropout ? n * m.inFeatures : 0)
-        }
         let recomputeApplies = model.supportsActivationRecomputation
-        let part = model.activationEstimate(batch: batch, length: length, recompute: recompute && recomputeApplies, adapters: adapters)
+        let part = model.activationEstimate(batch: batch, length: length, recompute: recompute && recomputeApplies)
+        let adapted = model.linearModules.filter { !$0.isMerged && $0.adapter != nil }.count
         // The fixed part holds a tokenizer of up to 50k tokens; a larger vocabulary (Gemma 3's
         // 262,144) costs about 256 bytes a token more (measured: lora tokenize, 98 vs 46 MiB).
         let vocabularyBytes = max(0, model.vocabularySize - 50_000) * 256
@@ -115,7 +108,7 @@ public struct MemoryEstimate: Sendable, Codable {
             Item(name: "frozen weights", bytes: frozen, detail: frozen == 0 ? "none (every weight trains)" : "as stored"),
             Item(name: "trainable parameters", bytes: trainable * 16,
                  detail: "\(trainable.formatted()) × (value + gradient + AdamW m, v)"
-                    + (adapters.modules > 0 ? " in \(adapters.modules) adapted modules" : "")),
+                    + (adapted > 0 ? " in \(adapted) adapted modules" : "")),
             Item(name: "activations", bytes: part.activationBytes, detail: "batch \(batch) × \(length) tokens: " + part.activationDetail),
             Item(name: "LM head / logits", bytes: part.headBytes, detail: part.headDetail),
             Item(name: "checkpoint writing", bytes: checkpointWrite, detail: "the optimizer file (m, v) serialised in memory"),

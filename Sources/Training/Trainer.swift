@@ -170,12 +170,12 @@ public final class Trainer {
 
     /// The dropout generators of every trainable adapter, in module order.
     var dropoutStates: [UInt64] {
-        model.linearModules.compactMap { $0.adapter?.dropoutGenerator.state }
+        model.linearModules.compactMap { $0.dropoutGenerator?.state }
     }
 
     func restoreDropoutStates(_ states: [UInt64]) {
-        let adapters = model.linearModules.compactMap(\.adapter)
-        for (a, s) in zip(adapters, states) { a.dropoutGenerator = SplitMix64(seed: s) }
+        let adapted = model.linearModules.filter { $0.adapter != nil }
+        for (m, s) in zip(adapted, states) { m.dropoutGenerator = SplitMix64(seed: s) }
     }
 
     func restore(step: Int, batcher state: Batcher.State, dropout: [UInt64]) throws(TrainingError) {

@@ -195,7 +195,7 @@ struct GradientCheckTests {
     }
 
     @Test func geluTanhGate() {
-        let layer = GatedActivation(.geluTanh)
+        let layer = GatedActivation(.geluTanh, width: 5)
         let g = randomTensor([3, 5], seed: 41, scale: 2), u = randomTensor([3, 5], seed: 42), w = randomTensor([3, 5], seed: 43)
         let loss = { weightedSum(layer.forward(gate: g, up: u), w) }
         let out = layer.forward(gate: g, up: u).clone()
@@ -210,14 +210,14 @@ struct GradientCheckTests {
         for (x, expected) in reference {
             let one = Tensor(shape: [1, 1]); one[0] = Float(x)
             let unit = Tensor(shape: [1, 1]); unit[0] = 1
-            valueError = max(valueError, abs(Double(GatedActivation(.geluTanh).forward(gate: one, up: unit)[0]) - expected))
+            valueError = max(valueError, abs(Double(GatedActivation(.geluTanh, width: 1).forward(gate: one, up: unit)[0]) - expected))
         }
         print("GELU-tanh gate dgate, dup: \(errors); values vs torch \(valueError)")
         #expect(errors.allSatisfy { $0 < Self.tolerance } && valueError < 1e-6 && out.isFinite)
     }
 
     @Test func swiGLU() {
-        let layer = SwiGLU()
+        let layer = GatedActivation(.silu, width: 4)
         let g = randomTensor([3, 4], seed: 26), u = randomTensor([3, 4], seed: 27), w = randomTensor([3, 4], seed: 28)
         let loss = { weightedSum(layer.forward(gate: g, up: u), w) }
         _ = loss()
@@ -230,7 +230,7 @@ struct GradientCheckTests {
     }
 
     @Test func geluAndTanh() {
-        let gelu = GELU(), tanh = Tanh()
+        let gelu = GELU(width: 5), tanh = Tanh(width: 5)
         let x = randomTensor([3, 5], seed: 29, scale: 2), w = randomTensor([3, 5], seed: 30)
         _ = gelu.forward(x)
         let dGelu = gelu.backward(w).clone()
@@ -241,11 +241,11 @@ struct GradientCheckTests {
         print("GELU dx: \(eg), tanh dx: \(et)")
         #expect(eg < Self.tolerance && et < Self.tolerance)
         // Exact-erf GELU, not the tanh approximation: GELU(1) = Φ(1) = 0.841344746...
-        #expect(abs(GELU().forward(Tensor(shape: [1], values: [1]))[0] - 0.8413447) < 1e-6)
+        #expect(abs(GELU(width: 1).forward(Tensor(shape: [1], values: [1]))[0] - 0.8413447) < 1e-6)
     }
 
     @Test func crossEntropyIgnoresMaskedTargets() {
-        let loss = CrossEntropyLoss()
+        let loss = CrossEntropyLoss(classes: 5)
         let logits = randomTensor([4, 5], seed: 31)
         let targets = [2, ignoreIndex, 0, 4]
         let (value, count) = loss.forwardBackward(logits: logits, targets: targets)
@@ -271,18 +271,18 @@ struct GradientCheckTests {
         let x = randomTensor([n, c], seed: 32), head = Parameter("weight", randomTensor([vocab, c], seed: 33), trainable: true)
         var g = SplitMix64(seed: 34)
         let targets = (0..<n).map { i in i % 4 == 1 ? ignoreIndex : Int(g.next() % UInt64(vocab)) }
-        let chunked = ChunkedLMHeadLoss(chunkRows: 4)
+        let chunked = ChunkedLMHeadLoss(vocabularySize: vocab, hiddenSize: c, chunkRows: 4)
         let (loss, count) = chunked(x, head: head, targets: targets, computeGradients: true)
         let dx = chunked.inputGradient.clone(), dW = head.grad!.clone()
 
         // Reference: materialise all logits, then the plain loss.
         let logits = Tensor(shape: [n, vocab])
         matmul(x, transposedWeight: head.value, into: logits)
-        let reference = CrossEntropyLoss()
+        let reference = CrossEntropyLoss(classes: vocab)
         let (refLoss, refCount) = reference.forwardBackward(logits: logits, targets: targets)
         #expect(count == refCount)
         #expect(abs(loss - refLoss) < 1e-5)
-        let lossFn = { Double(ChunkedLMHeadLoss(chunkRows: 4)(x, head: head, targets: targets, computeGradients: false).loss) }
+        let lossFn = { Double(ChunkedLMHeadLoss(vocabularySize: vocab, hiddenSize: c, chunkRows: 4)(x, head: head, targets: targets, computeGradients: false).loss) }
         let ex = finiteDifferenceError(of: x, analytic: dx, epsilon: 1e-3, loss: lossFn)
         let ew = finiteDifferenceError(of: head.value, analytic: dW, epsilon: 1e-3, loss: lossFn)
         print("chunked LM head loss dx, dW: \(ex), \(ew)")

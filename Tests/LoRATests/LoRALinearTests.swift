@@ -12,7 +12,7 @@ struct LoRALinearTests {
         layer.base.weight.value.copy(from: randomTensor([5, 6], seed: 1, scale: 0.5))
         layer.base.bias!.value.copy(from: randomTensor([5], seed: 2))
         var g = SplitMix64(seed: 3)
-        let adapter = try LoRAAdapter(inFeatures: 6, outFeatures: 5, settings: settings, generator: &g)
+        let adapter = try LoRAWeights(inFeatures: 6, outFeatures: 5, settings: settings, generator: &g)
         adapter.b.value.copy(from: randomTensor([5, 3], seed: 4, scale: 0.5))
         try layer.attach(adapter)
         return layer
@@ -24,10 +24,10 @@ struct LoRALinearTests {
         let layer = try Self.makeLayer(settings: settings)
         let adapter = try #require(layer.adapter)
         let x = randomTensor([2, 4, 6], seed: 5), w = randomTensor([2, 4, 5], seed: 6)
-        let seed = adapter.dropoutGenerator
+        let seed = layer.dropoutStates
         // Replaying the dropout generator makes every forward use the same mask.
         let loss = { () -> Double in
-            adapter.dropoutGenerator = seed
+            layer.dropoutStates = seed
             return weightedSum(layer.forward(x), w)
         }
         _ = loss()
@@ -116,27 +116,27 @@ struct LoRALinearTests {
     @Test func attachChecksShapes() throws {
         let layer = LoRALinear(name: "m.q", inFeatures: 4, outFeatures: 3, bias: false)
         var g = SplitMix64(seed: 1)
-        let wrong = try LoRAAdapter(inFeatures: 5, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 4), generator: &g)
+        let wrong = try LoRAWeights(inFeatures: 5, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 4), generator: &g)
         #expect(throws: LoRAError.shapeMismatch(layer: "m.q", tensor: "lora_A", expected: [2, 4], got: [2, 5])) {
             try layer.attach(wrong)
         }
-        let fits = try LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 4), generator: &g)
+        let fits = try LoRAWeights(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 4), generator: &g)
         try layer.attach(fits)
         #expect(throws: LoRAError.adapterAlreadyAttached(layer: "m.q")) { try layer.attach(fits) }
         #expect(try layer.detach() === fits)
         #expect(layer.adapter == nil)
         #expect(throws: LoRAError.self) {
-            _ = try LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 0, alpha: 1), generator: &g)
+            _ = try LoRAWeights(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 0, alpha: 1), generator: &g)
         }
         #expect(throws: LoRAError.self) {
-            _ = try LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 1, dropout: 1), generator: &g)
+            _ = try LoRAWeights(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 1, dropout: 1), generator: &g)
         }
     }
 
     @Test func initialisation() throws {
         var g = SplitMix64(seed: 11)
         let r = 8, inF = 512
-        let gaussian = try LoRAAdapter(inFeatures: inF, outFeatures: 16, settings: LoRASettings(rank: r, alpha: 16), generator: &g)
+        let gaussian = try LoRAWeights(inFeatures: inF, outFeatures: 16, settings: LoRASettings(rank: r, alpha: 16), generator: &g)
         let values = gaussian.a.value.scalars.map(Double.init)
         let mean = values.reduce(0, +) / Double(values.count)
         let std = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)).squareRoot()
@@ -144,7 +144,7 @@ struct LoRALinearTests {
         #expect(abs(std - 1.0 / Double(r)) < 0.005 && abs(mean) < 0.005)
         #expect(gaussian.b.value.scalars.allSatisfy { $0 == 0 })
 
-        let kaiming = try LoRAAdapter(inFeatures: inF, outFeatures: 16,
+        let kaiming = try LoRAWeights(inFeatures: inF, outFeatures: 16,
                                       settings: LoRASettings(rank: r, alpha: 16, initialization: .kaimingUniform), generator: &g)
         let bound = 1 / Float(inF).squareRoot()
         let maxAbs = kaiming.a.value.scalars.map(abs).max()!

@@ -26,7 +26,7 @@ struct MixedBatchTests {
         layer.base.weight.value.copy(from: weight)
         try #require(layer.base.bias).value.copy(from: try #require(t["bias"]))
         for (name, c) in config.adapters.sorted(by: { $0.key < $1.key }) {
-            let adapter = try LoRAAdapter(settings: LoRASettings(rank: c.r, alpha: Float(c.lora_alpha), useRSLoRA: c.use_rslora),
+            let adapter = try LoRAWeights(settings: LoRASettings(rank: c.r, alpha: Float(c.lora_alpha), useRSLoRA: c.use_rslora),
                                           a: try #require(t["\(name).lora_A"]), b: try #require(t["\(name).lora_B"]))
             try layer.attach(adapter, named: name, activate: false)
         }

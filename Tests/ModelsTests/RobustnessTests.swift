@@ -64,7 +64,7 @@ struct RobustnessTests {
         // backward must use what the last forward saved, not stale low-rank buffers.
         let layer = LoRALinear(name: "m.q", inFeatures: 4, outFeatures: 3, bias: false)
         var g = SplitMix64(seed: 1)
-        try layer.attach(LoRAAdapter(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 2), generator: &g))
+        try layer.attach(LoRAWeights(inFeatures: 4, outFeatures: 3, settings: LoRASettings(rank: 2, alpha: 2), generator: &g))
         layer.adapter!.b.value.copy(from: randomTensor([3, 2], seed: 2))
         _ = layer.forward(randomTensor([1, 4], seed: 3))
         try layer.merge()

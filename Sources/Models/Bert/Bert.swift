@@ -119,7 +119,7 @@ public struct BertConfiguration: Codable, Sendable, Equatable {
 }
 
 /// word + position + token-type embeddings, then LayerNorm.   ids: [B, T] → [B, T, C]
-public final class BertEmbeddings {
+public final class BertEmbeddings: Module {
     public let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Embedding
     public let layerNorm: LayerNorm
     let sum = Tensor(shape: [0])
@@ -130,6 +130,13 @@ public final class BertEmbeddings {
         tokenTypeEmbeddings = Embedding(count: cfg.typeVocabSize, dimension: cfg.hiddenSize)
         layerNorm = LayerNorm(dimension: cfg.hiddenSize, epsilon: cfg.layerNormEps)
     }
+
+    public var children: [(name: String, module: any Module)] {
+        [("word_embeddings", wordEmbeddings), ("position_embeddings", positionEmbeddings),
+         ("token_type_embeddings", tokenTypeEmbeddings), ("LayerNorm", layerNorm)]
+    }
+
+    public var ownBuffers: [WorkBuffer] { [WorkBuffer(sum, .activation) { [layerNorm] in $0.rows * layerNorm.dimension }] }
 
     func forward(_ input: TokenBatch) -> Tensor {
         let shape = [input.batch, input.length]
@@ -146,45 +153,51 @@ public final class BertEmbeddings {
         positionEmbeddings.backward(dSum)
         tokenTypeEmbeddings.backward(dSum)
     }
-
-    var namedParameters: [(name: String, parameter: Parameter)] {
-        [("bert.embeddings.word_embeddings.weight", wordEmbeddings.weight),
-         ("bert.embeddings.position_embeddings.weight", positionEmbeddings.weight),
-         ("bert.embeddings.token_type_embeddings.weight", tokenTypeEmbeddings.weight),
-         ("bert.embeddings.LayerNorm.weight", layerNorm.weight),
-         ("bert.embeddings.LayerNorm.bias", layerNorm.bias)]
-    }
 }
 
 /// One post-norm encoder block:
 ///
 ///     a   = LN₁(x + attention.output.dense(selfattn(x)))
 ///     out = LN₂(a + output.dense(gelu(intermediate.dense(a))))
-public final class BertLayer {
+public final class BertLayer: Module {
     public let query, key, value, attentionOutput, intermediate, output: LoRALinear
     public let attentionLayerNorm, outputLayerNorm: LayerNorm
     let attention: ScaledDotProductAttention
-    let gelu = GELU()
+    let gelu: GELU
     let attentionSum = Tensor(shape: [0])
     let outputSum = Tensor(shape: [0])
     let attendedGradient = Tensor(shape: [0])
     let contextGradient = Tensor(shape: [0])
     let activationGradient = Tensor(shape: [0])
     let inputGradient = Tensor(shape: [0])
-    let prefix: String
 
-    init(_ cfg: BertConfiguration, index: Int) {
+    init(_ cfg: BertConfiguration) {
         let c = cfg.hiddenSize, i = cfg.intermediateSize
-        prefix = "bert.encoder.layer.\(index)."
-        query = LoRALinear(name: prefix + "attention.self.query", inFeatures: c, outFeatures: c, bias: true)
-        key = LoRALinear(name: prefix + "attention.self.key", inFeatures: c, outFeatures: c, bias: true)
-        value = LoRALinear(name: prefix + "attention.self.value", inFeatures: c, outFeatures: c, bias: true)
-        attentionOutput = LoRALinear(name: prefix + "attention.output.dense", inFeatures: c, outFeatures: c, bias: true)
-        intermediate = LoRALinear(name: prefix + "intermediate.dense", inFeatures: c, outFeatures: i, bias: true)
-        output = LoRALinear(name: prefix + "output.dense", inFeatures: i, outFeatures: c, bias: true)
+        query = LoRALinear(name: "", inFeatures: c, outFeatures: c, bias: true)
+        key = LoRALinear(name: "", inFeatures: c, outFeatures: c, bias: true)
+        value = LoRALinear(name: "", inFeatures: c, outFeatures: c, bias: true)
+        attentionOutput = LoRALinear(name: "", inFeatures: c, outFeatures: c, bias: true)
+        intermediate = LoRALinear(name: "", inFeatures: c, outFeatures: i, bias: true)
+        output = LoRALinear(name: "", inFeatures: i, outFeatures: c, bias: true)
+        gelu = GELU(width: i)
         attentionLayerNorm = LayerNorm(dimension: c, epsilon: cfg.layerNormEps)
         outputLayerNorm = LayerNorm(dimension: c, epsilon: cfg.layerNormEps)
         attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numAttentionHeads, headDimension: cfg.headDim)
+    }
+
+    /// The projections first, then the norms: the order of a checkpoint's parameters.
+    public var children: [(name: String, module: any Module)] {
+        [("attention.self.query", query), ("attention.self.key", key), ("attention.self.value", value),
+         ("attention.output.dense", attentionOutput), ("intermediate.dense", intermediate), ("output.dense", output),
+         ("attention.output.LayerNorm", attentionLayerNorm), ("output.LayerNorm", outputLayerNorm),
+         ("attention.self.attention", attention), ("intermediate.intermediate_act_fn", gelu)]
+    }
+
+    public var ownBuffers: [WorkBuffer] {
+        let c = query.inFeatures, i = intermediate.outFeatures
+        return [WorkBuffer(attentionSum, .activation) { $0.rows * c }, WorkBuffer(outputSum, .activation) { $0.rows * c },
+                WorkBuffer(attendedGradient, .gradient) { $0.rows * c }, WorkBuffer(contextGradient, .gradient) { $0.rows * c },
+                WorkBuffer(activationGradient, .gradient) { $0.rows * i }, WorkBuffer(inputGradient, .gradient) { $0.rows * c }]
     }
 
     func forward(_ x: Tensor, batch: Int, length: Int, mask: AttentionMask) -> Tensor {
@@ -214,16 +227,6 @@ public final class BertLayer {
         value.backward(dv, dx: inputGradient, accumulate: true)
         return inputGradient
     }
-
-    var linearModules: [LoRALinear] { [query, key, value, attentionOutput, intermediate, output] }
-
-    var namedParameters: [(name: String, parameter: Parameter)] {
-        linearModules.flatMap(linearParameters) + [
-            (prefix + "attention.output.LayerNorm.weight", attentionLayerNorm.weight),
-            (prefix + "attention.output.LayerNorm.bias", attentionLayerNorm.bias),
-            (prefix + "output.LayerNorm.weight", outputLayerNorm.weight),
-            (prefix + "output.LayerNorm.bias", outputLayerNorm.bias)]
-    }
 }
 
 /// `BertForSequenceClassification`: embeddings → encoder → tanh pooler on the first token →
@@ -235,8 +238,8 @@ public final class BertForSequenceClassification: AdaptableModel {
     public let layers: [BertLayer]
     public let pooler: LoRALinear
     public let classifier: LoRALinear
-    let poolerActivation = Tanh()
-    let lossFunction = CrossEntropyLoss()
+    let poolerActivation: Tanh
+    let lossFunction: CrossEntropyLoss
     let firstTokens = Tensor(shape: [0])          // [B, C]
     let firstTokensGradient = Tensor(shape: [0])  // [B, C]
     let pooledGradient = Tensor(shape: [0])       // [B, C]
@@ -246,16 +249,30 @@ public final class BertForSequenceClassification: AdaptableModel {
         try config.validate()
         self.config = config
         embeddings = BertEmbeddings(config)
-        layers = (0..<config.numHiddenLayers).map { BertLayer(config, index: $0) }
-        pooler = LoRALinear(name: "bert.pooler.dense", inFeatures: config.hiddenSize, outFeatures: config.hiddenSize, bias: true)
-        classifier = LoRALinear(name: "classifier", inFeatures: config.hiddenSize, outFeatures: config.numLabels, bias: true)
+        layers = (0..<config.numHiddenLayers).map { _ in BertLayer(config) }
+        pooler = LoRALinear(name: "", inFeatures: config.hiddenSize, outFeatures: config.hiddenSize, bias: true)
+        poolerActivation = Tanh(width: config.hiddenSize)
+        classifier = LoRALinear(name: "", inFeatures: config.hiddenSize, outFeatures: config.numLabels, bias: true)
+        lossFunction = CrossEntropyLoss(classes: config.numLabels)
+        nameModules()
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
-        embeddings.namedParameters + layers.flatMap(\.namedParameters) + linearParameters(pooler) + linearParameters(classifier)
+    public var children: [(name: String, module: any Module)] {
+        [("bert.embeddings", embeddings)] + layers.enumerated().map { ("bert.encoder.layer.\($0.offset)", $0.element) }
+            + [("bert.pooler.dense", pooler), ("bert.pooler.activation", poolerActivation), ("classifier", classifier), ("loss", lossFunction)]
     }
 
-    public var linearModules: [LoRALinear] { layers.flatMap(\.linearModules) + [pooler, classifier] }
+    /// The pooler, its activation, the classifier and the loss see one row per sequence (the first token).
+    public func shape(ofChild name: String, in shape: PassShape) -> PassShape {
+        name.hasPrefix("bert.") && !name.hasPrefix("bert.pooler") ? shape : PassShape(batch: shape.batch, length: 1)
+    }
+
+    /// The first tokens and the gradients that flow from the head into the encoder.
+    public var ownBuffers: [WorkBuffer] {
+        let c = config.hiddenSize
+        return [WorkBuffer(firstTokens, .activation) { $0.batch * c }, WorkBuffer(firstTokensGradient, .gradient) { $0.batch * c },
+                WorkBuffer(pooledGradient, .gradient) { $0.batch * c }, WorkBuffer(hiddenGradient, .gradient) { $0.rows * c }]
+    }
 
     /// Every linear module, less the classifier for sequence classification (PEFT's rule).
     public func allLinearModulePaths(taskType: String?) -> Set<String> {

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Layers
 import OrderedJSON
 import Tokenizers
 
@@ -42,7 +43,11 @@ public enum BertArchitecture: ModelArchitecture {
     }
 }
 
-extension BertForSequenceClassification: SequenceClassifier, SentenceEncoder {
+extension BertForSequenceClassification: SequenceClassifier, SentenceEncoder, ReplicableModel {
+    public func emptyCopy() -> BertForSequenceClassification {
+        do { return try BertForSequenceClassification(config) } catch { preconditionFailure("a loaded model's configuration is valid: \(error)") }
+    }
+
     public var architecture: String { "bert (BertForSequenceClassification)" }
     public var task: ModelTask { .sequenceClassification }
     public var defaultLoRATargets: [String] { ["query", "key", "value", "attention.output.dense"] }
@@ -57,24 +62,9 @@ extension BertForSequenceClassification: SequenceClassifier, SentenceEncoder {
     public var lastLogits: Tensor { classifier.output }
     public var headModuleNames: [String] { ["classifier"] }
 
-    public func activationEstimate(batch: Int, length: Int, recompute: Bool, adapters: AdapterBufferCounts) -> ActivationEstimate {
-        let n = batch * length
-        let c = config.hiddenSize, i = config.intermediateSize, layers = config.numHiddenLayers
-        let probabilities = batch * config.numAttentionHeads * length * length
-        // Every layer owns its activations (q, k, v, attention output, attention dense, sum,
-        // LayerNorm with mean and 1/σ, intermediate, GELU, output dense, sum, LayerNorm) and its
-        // gradients (two LayerNorm input gradients, attended, context, input, dq, dk, dv,
-        // intermediate and GELU gradients, the dP scratch).
-        let perLayer = 10 * n * c + 2 * n * i + 4 * n + probabilities
-            + 8 * n * c + 2 * n * i + batch * length * length
-        // Three embedding outputs and their sum, the embedding LayerNorm (+ mean, 1/σ) and its
-        // input gradient, the encoder's incoming gradient.
-        let modelLevel = 7 * n * c + 2 * n
-        return ActivationEstimate(
-            activationBytes: 4 * (layers * perLayer + adapters.activations + adapters.gradients + modelLevel),
-            activationDetail: "\(layers) layers × \(mib(4 * perLayer)) each (BERT keeps every layer's buffers)",
-            headBytes: 4 * batch * (4 * c + 2 * config.numLabels),
-            headDetail: "pooler and classifier, [\(batch), \(config.numLabels)] logits", recomputeApplies: false)
+    public var headModules: [any Module] { [pooler, poolerActivation, classifier, lossFunction] }
+    public func headDescription(batch: Int, length: Int) -> String {
+        "pooler and classifier, [\(batch), \(config.numLabels)] logits"
     }
 
     public func huggingFaceConfig(tokenizer: (any Tokenizer)?) throws -> [(key: String, value: JSON)] {

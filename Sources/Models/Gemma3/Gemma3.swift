@@ -95,7 +95,7 @@ public struct Gemma3Configuration: Sendable, Equatable {
 /// on local layers, then the output projection.
 ///
 ///     x [N, C] → q [N, H·D], k, v [N, KV·D] → q̂ = rms(q per head), k̂ = rms(k per head) → rope → attn → o [N, C]
-public final class Gemma3Attention {
+public final class Gemma3Attention: Module {
     public let qProj, kProj, vProj, oProj: LoRALinear
     public let qNorm, kNorm: RMSNorm
     let rope: RotaryEmbedding
@@ -104,15 +104,15 @@ public final class Gemma3Attention {
     let window: Int?
     let layer: Int
 
-    init(_ cfg: Gemma3Configuration, layer: Int, prefix: String) {
+    init(_ cfg: Gemma3Configuration, layer: Int) {
         self.layer = layer
         let c = cfg.hiddenSize, q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim
-        qProj = LoRALinear(name: prefix + "q_proj", inFeatures: c, outFeatures: q, bias: false)
-        kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: false)
-        vProj = LoRALinear(name: prefix + "v_proj", inFeatures: c, outFeatures: kv, bias: false)
-        oProj = LoRALinear(name: prefix + "o_proj", inFeatures: q, outFeatures: c, bias: false)
-        qNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps, weightOffset: 1)
-        kNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps, weightOffset: 1)
+        qProj = LoRALinear(name: "", inFeatures: c, outFeatures: q, bias: false)
+        kProj = LoRALinear(name: "", inFeatures: c, outFeatures: kv, bias: false)
+        vProj = LoRALinear(name: "", inFeatures: c, outFeatures: kv, bias: false)
+        oProj = LoRALinear(name: "", inFeatures: q, outFeatures: c, bias: false)
+        qNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps, weightOffset: 1, vectorsPerRow: cfg.numAttentionHeads)
+        kNorm = RMSNorm(dimension: cfg.headDim, epsilon: cfg.rmsNormEps, weightOffset: 1, vectorsPerRow: cfg.numKeyValueHeads)
         let sliding = cfg.isSliding(layer)
         rope = RotaryEmbedding(headDimension: cfg.headDim, base: sliding ? cfg.ropeLocalTheta : cfg.ropeTheta)
         attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numKeyValueHeads, headDimension: cfg.headDim,
@@ -126,6 +126,17 @@ public final class Gemma3Attention {
     let contextGradient = Tensor(shape: [0])
     let inputGradient = Tensor(shape: [0])
     private var positions: [Int] = []
+
+    /// The per-head norms first: the order of a checkpoint's parameters.
+    public var children: [(name: String, module: any Module)] {
+        [("q_norm", qNorm), ("k_norm", kNorm), ("q_proj", qProj), ("k_proj", kProj), ("v_proj", vProj), ("o_proj", oProj),
+         ("attention", attention)]
+    }
+
+    public var ownBuffers: [WorkBuffer] {
+        let q = qProj.outFeatures, c = qProj.inFeatures
+        return [WorkBuffer(contextGradient, .gradient) { $0.rows * q }, WorkBuffer(inputGradient, .gradient) { $0.rows * c }]
+    }
 
     /// RMSNorm over each head's D values of `x` [N, heads·D]: the norm's own output, viewed as
     /// [N, heads·D] (RoPE then rotates it in place; the norm's backward does not read it).
@@ -178,18 +189,6 @@ public final class Gemma3Attention {
         vProj.backward(dv, dx: inputGradient, accumulate: true)
         return inputGradient
     }
-
-    var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
-
-    /// What the forward pass keeps for the backward pass, and the backward pass's work buffers
-    /// (lent from block to block by the model's `BufferPool`).
-    var activationBuffers: [Tensor] {
-        linearModules.flatMap(\.activationBuffers) + qNorm.activationBuffers + kNorm.activationBuffers + attention.activationBuffers
-    }
-    var gradientBuffers: [Tensor] {
-        [contextGradient, inputGradient] + attention.gradientBuffers + qNorm.gradientBuffers + kNorm.gradientBuffers
-            + linearModules.flatMap(\.gradientBuffers)
-    }
 }
 
 /// One Gemma 3 block: pre- and post-norms around both sublayers.
@@ -209,14 +208,26 @@ public final class Gemma3DecoderLayer: RecomputableBlock {
     let inputGradient = Tensor(shape: [0])
 
     init(_ cfg: Gemma3Configuration, index: Int) {
-        let prefix = "model.layers.\(index)."
         func norm() -> RMSNorm { RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps, weightOffset: 1) }
         inputLayernorm = norm()
         postAttentionLayernorm = norm()
         preFeedforwardLayernorm = norm()
         postFeedforwardLayernorm = norm()
-        selfAttn = Gemma3Attention(cfg, layer: index, prefix: prefix + "self_attn.")
-        mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: false, activation: .geluTanh, prefix: prefix + "mlp.")
+        selfAttn = Gemma3Attention(cfg, layer: index)
+        mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: false, activation: .geluTanh)
+    }
+
+    /// The four norms first: the order of a checkpoint's parameters.
+    public var children: [(name: String, module: any Module)] {
+        [("input_layernorm", inputLayernorm), ("post_attention_layernorm", postAttentionLayernorm),
+         ("pre_feedforward_layernorm", preFeedforwardLayernorm), ("post_feedforward_layernorm", postFeedforwardLayernorm),
+         ("self_attn", selfAttn), ("mlp", mlp)]
+    }
+
+    public var ownBuffers: [WorkBuffer] {
+        let c = inputLayernorm.dimension
+        return [WorkBuffer(hidden, .activation) { $0.rows * c }, WorkBuffer(output, .retained) { $0.rows * c },
+                WorkBuffer(hiddenGradient, .gradient) { $0.rows * c }, WorkBuffer(inputGradient, .retained) { $0.rows * c }]
     }
 
     func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
@@ -226,7 +237,7 @@ public final class Gemma3DecoderLayer: RecomputableBlock {
     }
 
     /// dh = dOut + pre_ffw′(mlp′(post_ffw′(dOut))),  dx = dh + input_norm′(attn′(post_attn′(dh))).
-    func backward(_ dOut: Tensor) -> Tensor {
+    public func backward(_ dOut: Tensor) -> Tensor {
         hiddenGradient.resize(dOut.shape)
         hiddenGradient.copy(from: dOut)
         addInPlace(hiddenGradient, preFeedforwardLayernorm.backward(mlp.backward(postFeedforwardLayernorm.backward(dOut))))
@@ -234,31 +245,6 @@ public final class Gemma3DecoderLayer: RecomputableBlock {
         inputGradient.copy(from: hiddenGradient)
         addInPlace(inputGradient, inputLayernorm.backward(selfAttn.backward(postAttentionLayernorm.backward(hiddenGradient))))
         return inputGradient
-    }
-
-    var norms: [RMSNorm] { [inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm] }
-    /// Everything but the block's output and input gradient, which the next blocks read.
-    var activationBuffers: [Tensor] { [hidden] + norms.flatMap(\.activationBuffers) + selfAttn.activationBuffers + mlp.activationBuffers }
-    var gradientBuffers: [Tensor] { [hiddenGradient] + norms.flatMap(\.gradientBuffers) + selfAttn.gradientBuffers + mlp.gradientBuffers }
-    var dropoutStates: [[SplitMix64]] {
-        get { (selfAttn.linearModules + mlp.linearModules).map(\.dropoutStates) }
-        set { for (m, s) in zip(selfAttn.linearModules + mlp.linearModules, newValue) { m.dropoutStates = s } }
-    }
-
-    /// This block's parameters: (Hugging Face name, GGUF name, parameter).
-    func parameters(_ index: Int) -> [(hf: String, gguf: String, parameter: Parameter)] {
-        let h = "model.layers.\(index).", g = "blk.\(index)."
-        let norms: [(String, String, Parameter)] = [
-            ("input_layernorm", "attn_norm", inputLayernorm.weight), ("post_attention_layernorm", "post_attention_norm", postAttentionLayernorm.weight),
-            ("pre_feedforward_layernorm", "ffn_norm", preFeedforwardLayernorm.weight),
-            ("post_feedforward_layernorm", "post_ffw_norm", postFeedforwardLayernorm.weight),
-            ("self_attn.q_norm", "attn_q_norm", selfAttn.qNorm.weight), ("self_attn.k_norm", "attn_k_norm", selfAttn.kNorm.weight),
-        ]
-        let linear: [(LoRALinear, String)] = [(selfAttn.qProj, "attn_q"), (selfAttn.kProj, "attn_k"), (selfAttn.vProj, "attn_v"),
-                                              (selfAttn.oProj, "attn_output"), (mlp.gateProj, "ffn_gate"), (mlp.upProj, "ffn_up"),
-                                              (mlp.downProj, "ffn_down")]
-        return norms.map { (h + $0.0 + ".weight", g + $0.1 + ".weight", $0.2) }
-            + linear.map { ($0.0.name + ".weight", g + $0.1 + ".weight", $0.0.base.weight) }
     }
 }
 
@@ -274,7 +260,7 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     public let norm: RMSNorm
     let scaled = Tensor(shape: [0])
     let logitsOutput = Tensor(shape: [0])
-    let lossHead = ChunkedLMHeadLoss()
+    let lossHead: ChunkedLMHeadLoss
     let embeddingGradient = Tensor(shape: [0])
     /// The blocks' shared work buffers and activation recomputation, as Llama's.
     let blockRuns = BlockRecomputation<Gemma3DecoderLayer>()
@@ -292,18 +278,22 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
         embedTokens = Embedding(count: config.vocabSize, dimension: config.hiddenSize)
         layers = (0..<config.numHiddenLayers).map { Gemma3DecoderLayer(config, index: $0) }
         norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps, weightOffset: 1)
+        lossHead = ChunkedLMHeadLoss(vocabularySize: config.vocabSize, hiddenSize: config.hiddenSize)
+        nameModules()
     }
 
-    /// Every parameter by its Hugging Face and GGUF names. The LM head is the embedding (tied).
-    var parameterNames: [(hf: String, gguf: String, parameter: Parameter)] {
-        [("model.embed_tokens.weight", "token_embd.weight", embedTokens.weight)]
-            + layers.enumerated().flatMap { $0.element.parameters($0.offset) }
-            + [("model.norm.weight", "output_norm.weight", norm.weight)]
+    /// The LM head is the embedding (tied): no module of its own.
+    public var children: [(name: String, module: any Module)] {
+        [("model.embed_tokens", embedTokens)] + layers.enumerated().map { ("model.layers.\($0.offset)", $0.element) }
+            + [("model.norm", norm), ("loss", lossHead)]
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] { parameterNames.map { ($0.hf, $0.parameter) } }
-    public var ggufParameters: [(name: String, parameter: Parameter)] { parameterNames.map { ($0.gguf, $0.parameter) } }
-    public var linearModules: [LoRALinear] { layers.flatMap { $0.selfAttn.linearModules + $0.mlp.linearModules } }
+    /// The √C-scaled embeddings and their gradient.
+    public var ownBuffers: [WorkBuffer] {
+        let c = config.hiddenSize
+        return [WorkBuffer(scaled, .activation) { $0.rows * c }, WorkBuffer(embeddingGradient, .gradient) { $0.rows * c }]
+    }
+
     /// Every linear module of the blocks (PEFT excludes the output layer).
     public func allLinearModulePaths(taskType: String?) -> Set<String> { Set(linearModules.map(\.name)) }
     /// A tied checkpoint may carry a copy of the head.

@@ -1,6 +1,7 @@
 import Foundation
 import Formats
 import Kernels
+import Layers
 import OrderedJSON
 import Tokenizers
 
@@ -28,6 +29,17 @@ public enum Gemma3Architecture: ModelArchitecture {
         try loadGemma3(gguf, url: url, frozen: frozen)
     }
 
+    /// Gemma 3's Hugging Face ↔ GGUF tensor names (llama.cpp's `LLM_ARCH_GEMMA3` tensors); a
+    /// file's `output.weight` is a copy of the tied head, allowed and not read.
+    static let tensorNames = GGUFTensorNames(
+        global: ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"],
+        block: ["input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "post_attention_norm.weight",
+                "pre_feedforward_layernorm.weight": "ffn_norm.weight", "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+                "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
+                "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+                "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"])
+
     /// Every tensor must be there with its shape, and nothing else (an `output.weight` copy of the
     /// tied head is allowed). Gemma has no Q/K row permutation, so packed blocks keep the file's
     /// row order; the norms' 1 + w folded into the file is undone.
@@ -36,11 +48,8 @@ public enum Gemma3Architecture: ModelArchitecture {
         let fileValues = gguf.tensorInfos.reduce(0) { $0 + $1.elementCount }
         try checkFileHoldsWeights(described: try checkParameterCount(config.matrixShapes), fileValues: fileValues, path: url.path)
         let model = Gemma3ForCausalLM(config)
-        var names = Dictionary(model.parameterNames.map { ($0.gguf, $0.hf) }, uniquingKeysWith: { a, _ in a })
-        names["output.weight"] = "lm_head.weight"
-        let fileNames = Dictionary(model.parameterNames.map { ($0.hf, $0.gguf) }, uniquingKeysWith: { a, _ in a })
-        let storedTypes = try ModelLoader.loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: { names[$0] },
-                                                          ggufName: { fileNames[$0] },
+        let storedTypes = try ModelLoader.loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: tensorNames.huggingFace,
+                                                          ggufName: tensorNames.gguf,
                                                           rowOrder: { _, _ -> ((Int) -> Int)? in nil }) { name, tensor in
             // The GGUF folds Gemma's 1 + w into its norm weights; the model adds the 1 itself.
             if name.hasSuffix("norm.weight") { for i in 0..<tensor.count { tensor[i] -= 1 } }
@@ -49,7 +58,9 @@ public enum Gemma3Architecture: ModelArchitecture {
     }
 }
 
-extension Gemma3ForCausalLM: PretrainedModel {
+extension Gemma3ForCausalLM: ReplicableModel {
+    public func emptyCopy() -> Gemma3ForCausalLM { Gemma3ForCausalLM(config) }
+
     public var architecture: String { "gemma3 (Gemma3ForCausalLM)" }
     public var task: ModelTask { .causalLM }
     public var defaultLoRATargets: [String] { ["q_proj", "k_proj", "v_proj", "o_proj"] }
@@ -68,35 +79,11 @@ extension Gemma3ForCausalLM: PretrainedModel {
         return 4 * n * head + (embedTokens.weight.isTrainable ? 2 * n * head : 0)
     }
 
-    public var supportsActivationRecomputation: Bool { true }
     public func setActivationRecomputation(_ on: Bool) { recomputesActivations = on }
 
-    /// Each block keeps its activations (one set in all with `--recompute`); the gradient buffers
-    /// are one set lent from block to block; each block owns its output and input gradient. The
-    /// counts follow `Gemma3DecoderLayer`, `Gemma3Attention` and `GatedMLP`.
-    public func activationEstimate(batch: Int, length: Int, recompute: Bool, adapters: AdapterBufferCounts) -> ActivationEstimate {
-        let n = batch * length
-        let c = config.hiddenSize, i = config.intermediateSize, layers = config.numHiddenLayers
-        let h = config.numAttentionHeads, kvh = config.numKeyValueHeads
-        let q = h * config.headDim, kv = kvh * config.headDim
-        let probabilities = batch * h * length * length
-        let blockActivations = 4 * (n * c + n)         // four block norms: outputs and 1/rms
-            + (n * q + n * h) + (n * kv + n * kvh)      // per-head q and k norms
-            + n * c                                     // the residual sum after attention
-            + n * (q + 2 * kv + c)                      // q, k, v, o outputs
-            + n * q + probabilities                     // attention output, probabilities
-            + n * (3 * i + c)                           // gate, up, GELU·up, down
-            + adapters.activations / max(layers, 1)
-        let gradients = 4 * n * c + n * q + n * kv      // the norms' input gradients
-            + 2 * n * q + n * c + 2 * n * kv            // context and dq; attention input; dk, dv
-            + batch * length * length                   // dP scratch
-            + n * (3 * i + c)                           // MLP gradients and its input gradient
-            + n * c                                     // the block's hidden gradient
-            + adapters.gradients / max(layers, 1)
-        let ownedPerBlock = 2 * n * c                   // each block's output and input gradient
-        let modelLevel = 6 * n * c + n                 // embedding, √C-scaled copy, final norm and 1/rms, its gradient, the head's and the embedding's input gradients
-        return .decoder(layers: layers, tokens: n, hiddenSize: c, vocabularySize: config.vocabSize, blockActivations: blockActivations,
-                        sharedGradients: gradients, ownedPerBlock: ownedPerBlock, modelLevel: modelLevel, recompute: recompute)
+    public var headModules: [any Module] { [lossHead] }
+    public func headDescription(batch: Int, length: Int) -> String {
+        "chunked loss: [\(min(lossHead.chunkRows, batch * length)), \(config.vocabSize)] logits"
     }
 
     /// transformers' `Gemma3TextConfig` keys (5.x: `rope_parameters` and `layer_types`).

@@ -143,7 +143,7 @@ public struct LlamaConfiguration: Codable, Sendable, Equatable {
 /// Self-attention of a Llama block: projections, RoPE on q and k, grouped-query attention.
 ///
 ///     x: [B, T, C] → q [B, T, H·D], k, v [B, T, KV·D] → context [B, T, H·D] → out [B, T, C]
-public final class LlamaAttention {
+public final class LlamaAttention: Module {
     public let qProj, kProj, vProj, oProj: LoRALinear
     let rope: RotaryEmbedding
     let attention: ScaledDotProductAttention
@@ -152,15 +152,24 @@ public final class LlamaAttention {
     let layer: Int
     private var positions: [Int] = []
 
-    init(_ cfg: LlamaConfiguration, layer: Int, prefix: String) {
+    init(_ cfg: LlamaConfiguration, layer: Int) {
         self.layer = layer
         let c = cfg.hiddenSize, q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim
-        qProj = LoRALinear(name: prefix + "q_proj", inFeatures: c, outFeatures: q, bias: cfg.attentionBias)
-        kProj = LoRALinear(name: prefix + "k_proj", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
-        vProj = LoRALinear(name: prefix + "v_proj", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
-        oProj = LoRALinear(name: prefix + "o_proj", inFeatures: q, outFeatures: c, bias: cfg.attentionBias)
+        qProj = LoRALinear(name: "", inFeatures: c, outFeatures: q, bias: cfg.attentionBias)
+        kProj = LoRALinear(name: "", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
+        vProj = LoRALinear(name: "", inFeatures: c, outFeatures: kv, bias: cfg.attentionBias)
+        oProj = LoRALinear(name: "", inFeatures: q, outFeatures: c, bias: cfg.attentionBias)
         rope = RotaryEmbedding(headDimension: cfg.headDim, base: cfg.ropeTheta)
         attention = ScaledDotProductAttention(heads: cfg.numAttentionHeads, kvHeads: cfg.numKeyValueHeads, headDimension: cfg.headDim)
+    }
+
+    public var children: [(name: String, module: any Module)] {
+        [("q_proj", qProj), ("k_proj", kProj), ("v_proj", vProj), ("o_proj", oProj), ("attention", attention)]
+    }
+
+    public var ownBuffers: [WorkBuffer] {
+        let q = qProj.outFeatures, c = qProj.inFeatures
+        return [WorkBuffer(contextGradient, .gradient) { $0.rows * q }, WorkBuffer(inputGradient, .gradient) { $0.rows * c }]
     }
 
     /// The one forward pass: over a batch (training, scoring) or over caches (decoding).
@@ -185,12 +194,6 @@ public final class LlamaAttention {
         vProj.backward(dv, dx: inputGradient, accumulate: true)
         return inputGradient
     }
-
-    var linearModules: [LoRALinear] { [qProj, kProj, vProj, oProj] }
-    var activationBuffers: [Tensor] { linearModules.flatMap(\.activationBuffers) + attention.activationBuffers }
-    var gradientBuffers: [Tensor] {
-        [contextGradient, inputGradient] + attention.gradientBuffers + linearModules.flatMap(\.gradientBuffers)
-    }
 }
 
 /// One pre-norm decoder block:
@@ -208,11 +211,21 @@ public final class LlamaDecoderLayer: RecomputableBlock {
     let inputGradient = Tensor(shape: [0])
 
     init(_ cfg: LlamaConfiguration, index: Int) {
-        let prefix = "model.layers.\(index)."
         inputLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
-        selfAttn = LlamaAttention(cfg, layer: index, prefix: prefix + "self_attn.")
+        selfAttn = LlamaAttention(cfg, layer: index)
         postAttentionLayernorm = RMSNorm(dimension: cfg.hiddenSize, epsilon: cfg.rmsNormEps)
-        mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: cfg.mlpBias, activation: .silu, prefix: prefix + "mlp.")
+        mlp = GatedMLP(hidden: cfg.hiddenSize, intermediate: cfg.intermediateSize, bias: cfg.mlpBias, activation: .silu)
+    }
+
+    /// The norms first: the order of a checkpoint's parameters (and of optimizer states).
+    public var children: [(name: String, module: any Module)] {
+        [("input_layernorm", inputLayernorm), ("post_attention_layernorm", postAttentionLayernorm), ("self_attn", selfAttn), ("mlp", mlp)]
+    }
+
+    public var ownBuffers: [WorkBuffer] {
+        let c = inputLayernorm.dimension
+        return [WorkBuffer(hidden, .activation) { $0.rows * c }, WorkBuffer(output, .retained) { $0.rows * c },
+                WorkBuffer(hiddenGradient, .gradient) { $0.rows * c }, WorkBuffer(inputGradient, .retained) { $0.rows * c }]
     }
 
     func forward(_ x: Tensor, pass: ForwardPass) -> Tensor {
@@ -221,7 +234,7 @@ public final class LlamaDecoderLayer: RecomputableBlock {
         return output
     }
 
-    func backward(_ dOut: Tensor) -> Tensor {
+    public func backward(_ dOut: Tensor) -> Tensor {
         hiddenGradient.resize(dOut.shape)
         hiddenGradient.copy(from: dOut)
         addInPlace(hiddenGradient, postAttentionLayernorm.backward(mlp.backward(dOut)))
@@ -229,28 +242,6 @@ public final class LlamaDecoderLayer: RecomputableBlock {
         inputGradient.copy(from: hiddenGradient)
         addInPlace(inputGradient, inputLayernorm.backward(selfAttn.backward(hiddenGradient)))
         return inputGradient
-    }
-
-    /// The block's work buffers except `output` (the next block's input) and `inputGradient`
-    /// (the previous block's incoming gradient), which every block keeps for itself.
-    var activationBuffers: [Tensor] {
-        [hidden] + inputLayernorm.activationBuffers + selfAttn.activationBuffers
-            + postAttentionLayernorm.activationBuffers + mlp.activationBuffers
-    }
-    var gradientBuffers: [Tensor] {
-        [hiddenGradient] + inputLayernorm.gradientBuffers + selfAttn.gradientBuffers
-            + postAttentionLayernorm.gradientBuffers + mlp.gradientBuffers
-    }
-    var dropoutStates: [[SplitMix64]] {
-        get { (selfAttn.linearModules + mlp.linearModules).map(\.dropoutStates) }
-        set { for (m, s) in zip(selfAttn.linearModules + mlp.linearModules, newValue) { m.dropoutStates = s } }
-    }
-
-    func namedParameters(_ index: Int) -> [(name: String, parameter: Parameter)] {
-        let p = "model.layers.\(index)."
-        return [(p + "input_layernorm.weight", inputLayernorm.weight),
-                (p + "post_attention_layernorm.weight", postAttentionLayernorm.weight)]
-            + (selfAttn.linearModules + mlp.linearModules).flatMap(linearParameters)
     }
 }
 
@@ -261,9 +252,9 @@ public final class LlamaForCausalLM: AdaptableModel {
     public let embedTokens: Embedding
     public let layers: [LlamaDecoderLayer]
     public let norm: RMSNorm
-    /// The LM head's weight [V, C]; the embedding's own weight when tied.
-    public let lmHead: Parameter
-    let lossHead = ChunkedLMHeadLoss()
+    /// `lm_head`: the embedding's own weight when tied.
+    let head: WeightModule
+    let lossHead: ChunkedLMHeadLoss
     /// Logits of the last `logits(_:)` call, [B, T, V].
     public let logitsOutput = Tensor(shape: [0])
     /// The blocks' shared work buffers and activation recomputation.
@@ -281,23 +272,23 @@ public final class LlamaForCausalLM: AdaptableModel {
         embedTokens = Embedding(count: config.vocabSize, dimension: config.hiddenSize)
         layers = (0..<config.numHiddenLayers).map { LlamaDecoderLayer(config, index: $0) }
         norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps)
-        lmHead = config.tieWordEmbeddings
+        head = WeightModule(config.tieWordEmbeddings
             ? embedTokens.weight
-            : Parameter("weight", Tensor(shape: [config.vocabSize, config.hiddenSize]))
+            : Parameter("weight", Tensor(shape: [config.vocabSize, config.hiddenSize])))
+        lossHead = ChunkedLMHeadLoss(vocabularySize: config.vocabSize, hiddenSize: config.hiddenSize)
+        nameModules()
     }
 
-    public var namedParameters: [(name: String, parameter: Parameter)] {
-        var result: [(name: String, parameter: Parameter)] = [("model.embed_tokens.weight", embedTokens.weight)]
-        for (i, layer) in layers.enumerated() { result += layer.namedParameters(i) }
-        result.append(("model.norm.weight", norm.weight))
-        if !config.tieWordEmbeddings { result.append(("lm_head.weight", lmHead)) }
-        return result
+    /// The LM head's weight [V, C]; the embedding's own weight when tied.
+    public var lmHead: Parameter { head.weight }
+
+    public var children: [(name: String, module: any Module)] {
+        [("model.embed_tokens", embedTokens)] + layers.enumerated().map { ("model.layers.\($0.offset)", $0.element) }
+            + [("model.norm", norm), ("lm_head", head), ("loss", lossHead)]
     }
 
     /// A tied checkpoint may still carry a copy of the head.
     public var ignorableWeightNames: Set<String> { config.tieWordEmbeddings ? ["lm_head.weight"] : [] }
-
-    public var linearModules: [LoRALinear] { layers.flatMap { $0.selfAttn.linearModules + $0.mlp.linearModules } }
 
     /// Every linear module of the blocks (the LM head is not a linear module here, as PEFT
     /// excludes the output layer).
@@ -349,8 +340,4 @@ public final class LlamaForCausalLM: AdaptableModel {
         let d = blockRuns.backward(layers, norm.backward(dHidden))
         embedTokens.backward(d)
     }
-}
-
-func linearParameters(_ m: LoRALinear) -> [(name: String, parameter: Parameter)] {
-    [(m.name + ".weight", m.base.weight)] + (m.base.bias.map { [(m.name + ".bias", $0)] } ?? [])
 }

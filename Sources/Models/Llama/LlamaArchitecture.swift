@@ -1,6 +1,7 @@
 import Foundation
 import Formats
 import Kernels
+import Layers
 import OrderedJSON
 import Tokenizers
 
@@ -27,7 +28,11 @@ public enum LlamaArchitecture: ModelArchitecture {
     }
 }
 
-extension LlamaForCausalLM: PretrainedModel {
+extension LlamaForCausalLM: ReplicableModel {
+    public func emptyCopy() -> LlamaForCausalLM {
+        do { return try LlamaForCausalLM(config) } catch { preconditionFailure("a loaded model's configuration is valid: \(error)") }
+    }
+
     public var architecture: String { "llama (LlamaForCausalLM)" }
     public var task: ModelTask { .causalLM }
     public var defaultLoRATargets: [String] { ["q_proj", "k_proj", "v_proj", "o_proj"] }
@@ -43,30 +48,11 @@ extension LlamaForCausalLM: PretrainedModel {
         return 4 * n * head + (lmHead.isTrainable ? 2 * n * head : 0)
     }
 
-    public var supportsActivationRecomputation: Bool { true }
     public func setActivationRecomputation(_ on: Bool) { recomputesActivations = on }
 
-    public func activationEstimate(batch: Int, length: Int, recompute: Bool, adapters: AdapterBufferCounts) -> ActivationEstimate {
-        let n = batch * length
-        let c = config.hiddenSize, i = config.intermediateSize, layers = config.numHiddenLayers
-        let q = config.numAttentionHeads * config.headDim, kv = config.numKeyValueHeads * config.headDim
-        let probabilities = batch * config.numAttentionHeads * length * length
-        // One block's saved activations (see LlamaDecoderLayer.activationBuffers).
-        let blockActivations = n * c                   // hidden (residual after attention)
-            + 2 * (n * c + n)                           // input and post-attention RMSNorm outputs, 1/rms
-            + n * (q + 2 * kv + c)                      // q, k, v, o outputs
-            + n * q + probabilities                     // attention output, probabilities
-            + n * (3 * i + c)                           // gate, up, SwiGLU output, down
-            + adapters.activations / max(layers, 1)
-        // One set of gradient buffers, shared by the blocks (BufferPool).
-        let gradients = n * c * 3                       // block hidden gradient, two norm input gradients
-            + n * (2 * q + c) + 2 * n * kv + batch * length * length   // context, dq, input; dk, dv; dP scratch
-            + n * (3 * i + c)                           // MLP hidden, gate, up gradients; MLP input gradient
-            + adapters.gradients / max(layers, 1)
-        let ownedPerBlock = 2 * n * c                   // each block's output and input gradient
-        let modelLevel = 4 * n * c + n                 // embedding output, final norm output and 1/rms, its gradient, the head's input gradient
-        return .decoder(layers: layers, tokens: n, hiddenSize: c, vocabularySize: config.vocabSize, blockActivations: blockActivations,
-                        sharedGradients: gradients, ownedPerBlock: ownedPerBlock, modelLevel: modelLevel, recompute: recompute)
+    public var headModules: [any Module] { [lossHead] }
+    public func headDescription(batch: Int, length: Int) -> String {
+        "chunked loss: [\(min(lossHead.chunkRows, batch * length)), \(config.vocabSize)] logits"
     }
 
     public func huggingFaceConfig(tokenizer: (any Tokenizer)?) throws -> [(key: String, value: JSON)] {

@@ -4,26 +4,13 @@ import Kernels
 
 /// Loading llama.cpp's GGUF files into the Hugging Face–layout Llama assembly.
 extension ModelLoader {
-    /// GGUF tensor name for a Hugging Face parameter name of `LlamaForCausalLM`.
-    public static func ggufName(forLlama name: String) -> String? {
-        switch name {
-        case "model.embed_tokens.weight": return "token_embd.weight"
-        case "model.norm.weight": return "output_norm.weight"
-        case "lm_head.weight": return "output.weight"
-        default: break
-        }
-        let parts = name.split(separator: ".")
-        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
-        let module = parts[3...].joined(separator: ".")
-        let map = [
-            "input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-            "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-            "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-            "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-            "mlp.down_proj.weight": "ffn_down.weight",
-        ]
-        return map[module].map { "blk.\(layer).\($0)" }
-    }
+    /// Llama's Hugging Face ↔ GGUF tensor names (llama.cpp's `LLM_ARCH_LLAMA` tensors).
+    public static let llamaTensorNames = GGUFTensorNames(
+        global: ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"],
+        block: ["input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+                "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+                "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"])
 
     /// The Llama configuration a GGUF file's `llama.*` metadata describes.
     public static func llamaConfiguration(_ gguf: GGUFFile, path: String) throws(ModelError) -> LlamaConfiguration {
@@ -59,10 +46,9 @@ extension ModelLoader {
         let fileValues = gguf.tensorInfos.reduce(0) { $0 + $1.elementCount }
         try checkFileHoldsWeights(described: config.matrixParameterCount, fileValues: fileValues, path: url.path)
         let model = try LlamaForCausalLM(config)
-        let hfNames = Dictionary(model.namedParameters.compactMap { p in ggufName(forLlama: p.name).map { ($0, p.name) } },
-                                 uniquingKeysWith: { a, _ in a })
-        let storedTypes = try loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: { hfNames[$0] },
-                                              ggufName: { ggufName(forLlama: $0) }) { name, rows in
+        let names = llamaTensorNames
+        let storedTypes = try loadGGUFWeights(gguf, url: url, into: model, frozen: frozen, hfName: names.huggingFace,
+                                              ggufName: names.gguf) { name, rows in
             if name.hasSuffix("self_attn.q_proj.weight") { return rotaryRowOrder(rows: rows, heads: config.numAttentionHeads) }
             if name.hasSuffix("self_attn.k_proj.weight") { return rotaryRowOrder(rows: rows, heads: config.numKeyValueHeads) }
             return nil
