@@ -236,8 +236,9 @@ final class LoRAAdapterSet {
     func adapter(named name: String) -> LoRAWeights? { adapters.first { $0.name == name }?.adapter }
 }
 
-/// A linear layer with named low-rank adapters — the one LoRA matmul entry point that every
-/// projection of every model goes through. With no active adapter it is exactly `base`.
+/// A base operation (`AdaptableOperation`: a linear layer) with named low-rank adapters — the one
+/// LoRA entry point that every adapted projection of every model goes through. With no active
+/// adapter it is exactly `base`.
 ///
 ///     forward:  y[N, out] = x · W0ᵀ (+ b) + Σ_active s · (drop(x) · Aᵀ) · Bᵀ     s = α/r (or α/√r)
 ///               h[N, r] = drop(x) · Aᵀ is saved per adapter
@@ -260,8 +261,8 @@ public final class LoRALinear: Module {
     /// The module path, e.g. `model.layers.0.self_attn.q_proj`, given by the model's module tree;
     /// used in error messages and for matching targets.
     public package(set) var name: String
-    /// The base projection: this run's output buffer over the (shareable) W0 and bias.
-    public private(set) var base: Linear
+    /// The base operation (a `Linear`): this run's output buffer over the (shareable) W0 and bias.
+    public private(set) var base: any AdaptableOperation
     private var shared = LoRAAdapterSet()
     /// The adapters that apply in this run, in attach order.
     public private(set) var activeAdapters: [String] = []
@@ -273,7 +274,7 @@ public final class LoRALinear: Module {
     /// The adapters the last forward used, so backward matches it even if the state changed since.
     private var usedAtForward: [LoRAWorkspace] = []
 
-    public init(name: String, base: Linear) {
+    public init(name: String, base: any AdaptableOperation) {
         self.name = name
         self.base = base
     }
@@ -286,7 +287,7 @@ public final class LoRALinear: Module {
     /// once) and starts with its active adapters and mode; buffers, saved input and dropout state
     /// stay this instance's.
     public func share(_ other: LoRALinear) {
-        base = Linear(sharing: other.base)
+        base = other.base.sharingWeights()
         shared = other.shared
         activeAdapters = other.activeAdapters
         isTraining = other.isTraining

@@ -4,6 +4,7 @@ import Kernels
 import Layers
 import LoRA
 import OrderedJSON
+@_exported import AdapterFormats
 
 /// The named adapters of a model's weights, shared by every instance that shares those weights
 /// (`replica()`): their configs, the trained copies of `modules_to_save` modules (a
@@ -219,58 +220,44 @@ extension AdaptableModel {
         }
     }
 
-    // MARK: PEFT files
+    // MARK: Adapter files
+
+    /// Loads an adapter folder of any supported format (`AdapterFormats`: PEFT, mlx-lm) as
+    /// `name` and makes it the active adapter (see `loadAdapter(_:named:)`).
+    @discardableResult
+    public func loadAdapter(from folder: URL, named name: String = "default") throws(ModelError) -> AdapterFile {
+        let file: AdapterFile
+        do { file = try AdapterFormats.read(folder) } catch { throw .adapterFile(error) }
+        try loadAdapter(file, named: name)
+        return file
+    }
 
     /// Loads a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) as
     /// `name` and makes it the active adapter. A missing config is an error — an adapter is
-    /// never silently created fresh. Every tensor must be used and every adapted module
-    /// covered, with the right shapes; on any error the model is left as it was.
+    /// never silently created fresh.
     @discardableResult
     public func loadPEFTAdapter(from directory: URL, named name: String = "default") throws(ModelError) -> LoRAConfig {
-        let configURL = directory.appendingPathComponent("adapter_config.json")
-        let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
-        guard FileManager.default.fileExists(atPath: configURL.path) else {
-            throw .invalidFile(path: directory.path, reason: "no adapter_config.json: not a PEFT adapter directory (nothing was loaded)")
-        }
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
-            let legacy = FileManager.default.fileExists(atPath: directory.appendingPathComponent("adapter_model.bin").path)
-            throw .invalidFile(path: directory.path, reason: legacy
-                ? "only adapter_model.bin (a PyTorch pickle) is present; convert it to adapter_model.safetensors with PEFT"
-                : "no adapter_model.safetensors")
-        }
-        let config: LoRAConfig
-        do { config = try LoRAConfig(json: Data(contentsOf: configURL), file: configURL.path) } catch let error as LoRAConfigError {
-            throw .invalidFile(path: configURL.path, reason: error.description)
-        } catch {
-            throw .file(configURL, error)
-        }
-        let tensors: [String: Tensor]
-        do {
-            let file = try SafeTensorsFile(url: weightsURL)
-            // LoRA weights are floating point and finite; anything else is refused before the
-            // model is touched (a NaN would poison every output, merged or not).
-            if let (tensor, entry) = file.entries.first(where: { ![.f32, .f16, .bf16].contains($0.value.dtype) }) {
-                throw ModelError.invalidFile(path: weightsURL.path, reason: "tensor '\(tensor)' has dtype \(entry.dtype.rawValue); LoRA weights must be F32, F16 or BF16 (nothing was loaded)")
-            }
-            tensors = try file.floatTensors()
-        } catch let error as ModelError {
-            throw error
-        } catch {
-            throw .file(weightsURL, error)
-        }
-        if let bad = tensors.keys.sorted().first(where: { tensors[$0]?.isFinite == false }) {
-            throw .invalidFile(path: weightsURL.path, reason: "tensor '\(bad)' holds NaN or infinite values (nothing was loaded)")
-        }
+        let file: AdapterFile
+        do { file = try PEFTCodec.read(directory) } catch { throw .adapterFile(error) }
+        try loadAdapter(file, named: name)
+        return file.config
+    }
+
+    /// Attaches an adapter read from a file as `name` and makes it the active adapter. Every
+    /// tensor must be used and every adapted module covered, with the right shapes; on any error
+    /// the model is left as it was. Errors name tensors as the file does.
+    public func loadAdapter(_ file: AdapterFile, named name: String) throws(ModelError) {
+        let config = file.config
         // A config whose ranks ask for more LoRA weights than the file holds (r = 65536 in a
         // few bytes of JSON) is refused before the adapter is allocated and initialised.
         let planned = plannedLoRAWeights(config)
-        let held = tensors.values.reduce(0) { $0 + $1.count }
+        let held = file.heldValues
         guard planned <= held else {
-            throw .invalidFile(path: directory.path, reason: "adapter_config.json asks for \(planned == .max ? "more than Int.max" : String(planned)) LoRA weights but adapter_model.safetensors holds \(held) values (nothing was loaded)")
+            throw .invalidFile(path: file.folder.path, reason: "\(file.format == "peft" ? "adapter_config.json" : "the adapter's configuration") asks for \(planned == .max ? "more than Int.max" : String(planned)) LoRA weights but \(file.weightsFile.lastPathComponent) holds \(held) values (nothing was loaded)")
         }
         try addAdapter(named: name, config: config, seed: 0)
         do {
-            try fillAdapter(named: name, from: tensors, file: weightsURL.path)
+            try fillAdapter(named: name, from: file)
         } catch {
             try? removeAdapter(named: name)
             // Shapes that do not fit mean another base model: say which one the adapter names.
@@ -280,32 +267,37 @@ extension AdaptableModel {
             }
             throw error
         }
-        return config
     }
 
-    /// Copies PEFT-named tensors into adapter `name` (LoRA matrices and saved modules), strictly.
-    func fillAdapter(named name: String, from tensors: [String: Tensor], file: String, prefix: String = "base_model.model.") throws(ModelError) {
-        let lora = adapterParameters(named: name)
+    /// Copies a file's tensors into adapter `name` (LoRA matrices and saved modules), strictly.
+    func fillAdapter(named name: String, from file: AdapterFile) throws(ModelError) {
         let saved = adapterRegistry.savedModules[name] ?? [:]
-        var missing: [String] = [], mismatched: [String] = [], unexpected: [String] = []
+        var missing: [String] = [], mismatched: [String] = []
         var assignments: [(Tensor, Tensor)] = []
-        var used = Set<String>()
-        for (param, p) in lora {
-            let key = prefix + param
-            used.insert(key)
-            guard let t = tensors[key] else { missing.append(key); continue }
-            if t.shape == p.shape { assignments.append((p.value, t)) } else { mismatched.append("\(key): file \(t.shape), model \(p.shape)") }
+        var usedA = Set<String>(), usedB = Set<String>(), usedSaved = Set<String>()
+        func take(_ source: Tensor?, into destination: Tensor, key: String) {
+            guard let source else { missing.append(key); return }
+            if source.shape == destination.shape { assignments.append((destination, source)) } else {
+                mismatched.append("\(key): file \(source.shape), model \(destination.shape)")
+            }
+        }
+        for m in linearModules {
+            guard let a = m.adapter(named: name) else { continue }
+            usedA.insert(m.name)
+            usedB.insert(m.name)
+            take(file.loraA[m.name], into: a.a.value, key: file.fileKey(m.name + ".lora_A"))
+            take(file.loraB[m.name], into: a.b.value, key: file.fileKey(m.name + ".lora_B"))
         }
         for (param, copy) in saved {
-            let key = prefix + param
-            used.insert(key)
-            guard let t = tensors[key] else { missing.append(key); continue }
-            if t.shape == copy.shape { assignments.append((copy, t)) } else { mismatched.append("\(key): file \(t.shape), model \(copy.shape)") }
+            usedSaved.insert(param)
+            take(file.savedModules[param], into: copy, key: file.fileKey(param))
         }
-        unexpected = tensors.keys.filter { !used.contains($0) }.sorted()
+        let unexpected = (file.loraA.keys.filter { !usedA.contains($0) }.map { file.fileKey($0 + ".lora_A") }
+            + file.loraB.keys.filter { !usedB.contains($0) }.map { file.fileKey($0 + ".lora_B") }
+            + file.savedModules.keys.filter { !usedSaved.contains($0) }.map(file.fileKey) + file.unrecognised).sorted()
         guard missing.isEmpty, unexpected.isEmpty, mismatched.isEmpty else {
-            throw .invalidFile(path: file, reason: ModelError.weights(missing: missing.sorted(), unexpected: unexpected,
-                                                                      mismatched: mismatched.sorted()).description)
+            throw .invalidFile(path: file.weightsFile.path, reason: ModelError.weights(missing: missing.sorted(), unexpected: unexpected,
+                                                                                    mismatched: mismatched.sorted()).description)
         }
         for (destination, source) in assignments { destination.copy(from: source) }
         // If this adapter's saved modules are installed, the parameters must show the new values
@@ -327,23 +319,32 @@ extension AdaptableModel {
         try setActiveAdapters(remaining)
     }
 
+    /// Adapter `name` as a file would hold it (its config, LoRA matrices by module path, the
+    /// current values of its saved modules), for a codec to write.
+    public func adapterFile(named name: String, folder: URL) throws(ModelError) -> AdapterFile {
+        guard let config = adapterRegistry.config(named: name) else { throw .invalidInput("no adapter named '\(name)'") }
+        syncSavedModules()
+        var a: [String: Tensor] = [:], b: [String: Tensor] = [:]
+        for m in linearModules {
+            guard let weights = m.adapter(named: name) else { continue }
+            a[m.name] = weights.a.value
+            b[m.name] = weights.b.value
+        }
+        return AdapterFile(format: PEFTCodec.name, config: config, loraA: a, loraB: b, savedModules: adapterRegistry.savedModules[name] ?? [:],
+                           folder: folder, weightsFile: folder, fileKey: { $0 })
+    }
+
     /// Writes adapter `name` as PEFT does: `adapter_config.json` and `adapter_model.safetensors`
     /// (keys `base_model.model.<module>.lora_A.weight`, full `modules_to_save` tensors), each
     /// written atomically, into `directory` (created if needed).
     public func savePEFTAdapter(named name: String = "default", to directory: URL) throws(ModelError) {
-        guard let config = adapterRegistry.config(named: name) else { throw .invalidInput("no adapter named '\(name)'") }
-        syncSavedModules()
-        var tensors: [String: Tensor] = [:]
-        for (param, p) in adapterParameters(named: name) { tensors["base_model.model." + param] = p.value }
-        for (param, t) in adapterRegistry.savedModules[name] ?? [:] { tensors["base_model.model." + param] = t }
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try SafeTensorsWriter.write(tensors, to: directory.appendingPathComponent("adapter_model.safetensors"),
-                                        metadata: ["format": "pt"])
-            try atomicWrite(Data(config.jsonText().utf8), to: directory.appendingPathComponent("adapter_config.json"))
-        } catch {
-            throw .file(directory, error)
-        }
+        try saveAdapter(named: name, to: directory, as: PEFTCodec.self, base: AdapterBase())
+    }
+
+    /// Writes adapter `name` in a codec's format.
+    public func saveAdapter(named name: String, to directory: URL, as codec: any AdapterCodec.Type, base: AdapterBase) throws(ModelError) {
+        let file = try adapterFile(named: name, folder: directory)
+        do { try codec.write(file, to: directory, base: base) } catch { throw .adapterFile(error) }
     }
 
     // MARK: Reports

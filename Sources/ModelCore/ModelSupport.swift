@@ -24,6 +24,14 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    /// An adapter file that cannot be read or written, as a model error.
+    package static func adapterFile(_ error: AdapterFormatError) -> ModelError {
+        switch error {
+        case let .invalid(path, reason): .invalidFile(path: path, reason: reason)
+        case .unsupported(let why): .invalidInput(why)
+        }
+    }
+
     /// "3 unexpected tensors: a, b, c", or the first 4 of a longer list and how many more.
     private static func list(_ noun: String, _ items: [String], _ separator: String) -> String? {
         guard !items.isEmpty else { return nil }

@@ -12,7 +12,7 @@ struct AdapterCommand: ParsableCommand {
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Show a PEFT adapter's configuration, ranks, targets, parameter count and size.")
+            abstract: "Show an adapter's configuration, ranks, targets, parameter count and size.")
         @Argument(help: "An adapter folder: PEFT's (adapter_config.json + adapter_model.safetensors) or mlx-lm's (adapters.safetensors).") var directory: String
         @Flag(help: "Print one JSON object.") var json = false
 
@@ -46,23 +46,14 @@ struct AdapterCommand: ParsableCommand {
 
         func run() throws {
             let fm = FileManager.default
-            // mlx-lm's layout is read through its PEFT form (ΔW preserved exactly).
-            let peft = try PEFTLayout.of(URL(fileURLWithPath: directory))
-            defer { peft.remove() }
-            let dir = peft.url, layout = peft.isMLX ? "mlx-lm" : "peft"
-            let configURL = dir.appendingPathComponent("adapter_config.json")
-            let weightsURL = dir.appendingPathComponent("adapter_model.safetensors")
-            guard fm.fileExists(atPath: configURL.path) else {
-                throw CommandError("\(directory): no adapter_config.json (not a PEFT or mlx-lm adapter folder)")
-            }
-            let config = try LoRAConfig(json: Data(contentsOf: configURL), file: configURL.path)
-            let file = try SafeTensorsFile(url: weightsURL)
-            let loraA = file.names.filter { $0.hasSuffix(".lora_A.weight") }
-            let ranks = Set(loraA.compactMap { file.entries[$0]?.shape.first }).sorted()
-            let parameters = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
-            var types: [String: Int] = [:]
-            for e in file.entries.values { types[e.dtype.rawValue, default: 0] += 1 }
-            let bytes = layout == "mlx-lm" ? fileSize(URL(fileURLWithPath: directory).appendingPathComponent("adapters.safetensors")) : fileSize(weightsURL)
+            let adapter: AdapterFile
+            do { adapter = try AdapterFormats.read(URL(fileURLWithPath: directory)) } catch { throw CommandError(error.description) }
+            let config = adapter.config, layout = adapter.format
+            let modules = adapter.modulePaths
+            let ranks = Set(adapter.loraA.values.map { $0.shape[0] }).sorted()
+            let parameters = adapter.heldValues
+            let types = adapter.storedTypes
+            let bytes = adapter.fileBytes
             let labelURL = URL(fileURLWithPath: directory).appendingPathComponent("label_map.json")
             let labels = fm.fileExists(atPath: labelURL.path) ? try LabelMap.load(labelURL).labels : nil
             let targets: String = switch config.targets {
@@ -76,17 +67,17 @@ struct AdapterCommand: ParsableCommand {
                 rankPattern: Dictionary(config.rankPattern.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
                 alphaPattern: Dictionary(config.alphaPattern.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
                 modulesToSave: config.modulesToSave ?? [], taskType: config.taskType, baseModel: config.baseModelNameOrPath,
-                adaptedModules: loraA.count, ranks: ranks, trainableParameters: parameters, tensorTypes: types, fileBytes: bytes,
+                adaptedModules: modules.count, ranks: ranks, trainableParameters: parameters, tensorTypes: types, fileBytes: bytes,
                 labels: labels)
             if json { return try printJSON(report) }
-            print("adapter:         \(directory)\(layout == "mlx-lm" ? " (mlx-lm layout)" : "")")
+            print("adapter:         \(directory)\(layout == PEFTCodec.name ? "" : " (\(layout) layout)")")
             print("rank:            r=\(config.rank), lora_alpha=\(config.alpha), scaling \(report.scaling)\(config.useRSLoRA ? " (rsLoRA: α/√r)" : " (α/r)")")
             if !config.rankPattern.isEmpty || !config.alphaPattern.isEmpty {
                 print("patterns:        rank \(config.rankPattern.map { "\($0.key)=\($0.value)" }), alpha \(config.alphaPattern.map { "\($0.key)=\($0.value)" })")
             }
             print("targets:         \(targets)")
             if let save = config.modulesToSave { print("modules_to_save: \(save.joined(separator: ", "))") }
-            print("adapted modules: \(loraA.count) (ranks \(ranks.map(String.init).joined(separator: ", ")))")
+            print("adapted modules: \(modules.count) (ranks \(ranks.map(String.init).joined(separator: ", ")))")
             print("parameters:      \(parameters.formatted()) (\(types.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")))")
             print("file size:       \(bytes.formatted()) bytes")
             if let task = config.taskType { print("task type:       \(task)") }
@@ -157,25 +148,22 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         let source = URL(fileURLWithPath: input), destination = URL(fileURLWithPath: output)
-        let isPEFT = FileManager.default.fileExists(atPath: source.appendingPathComponent("adapter_model.safetensors").path)
-        let isMLX = FileManager.default.fileExists(atPath: source.appendingPathComponent("adapters.safetensors").path)
-        switch (to.rawValue, isPEFT, isMLX) {
-        case ("mlx", true, _):
-            var layers = numLayers
-            if layers == nil, let model {
-                let location = try ModelStore().resolve(model) { note($0) }
-                let (loaded, _) = try ModelLoader.load(location.url)
-                guard loaded.task == .causalLM else { throw CommandError("mlx-lm adapters are for causal language models; \(model) is a \(loaded.architecture) model") }
-                layers = loaded.attentionShape.layers
-            }
-            guard let layers else { throw CommandError("give --model or --num-layers (mlx-lm counts adapted layers from the end)") }
-            try MLXAdapterConversion.peftToMLX(source, numHiddenLayers: layers, output: destination)
-        case ("peft", _, true):
-            try MLXAdapterConversion.mlxToPEFT(source, output: destination)
-        default:
-            throw CommandError("\(input) is not a \(to == .mlx ? "PEFT" : "mlx-lm") adapter folder")
+        let adapter: AdapterFile
+        do { adapter = try AdapterFormats.read(source) } catch { throw CommandError(error.description) }
+        let codec: any AdapterCodec.Type = to == .mlx ? MLXCodec.self : PEFTCodec.self
+        guard adapter.format != codec.name else { throw CommandError("\(input) is already a \(codec.name) adapter folder") }
+        var layers = numLayers
+        if codec == MLXCodec.self, layers == nil, let model {
+            let location = try ModelStore().resolve(model) { note($0) }
+            let (loaded, _) = try ModelLoader.load(location.url)
+            guard loaded.task == .causalLM else { throw CommandError("mlx-lm adapters are for causal language models; \(model) is a \(loaded.architecture) model") }
+            layers = loaded.attentionShape.layers
         }
-        note("wrote \(destination.path)")
+        if codec == MLXCodec.self && layers == nil { throw CommandError("give --model or --num-layers (mlx-lm counts adapted layers from the end)") }
+        do { try codec.write(adapter, to: destination, base: AdapterBase(numHiddenLayers: layers)) } catch {
+            throw CommandError("cannot convert \(input) (\(adapter.format)) to \(codec.name): \(error)")
+        }
+        note("wrote \(destination.path) (\(codec.layout))")
     }
 }
 

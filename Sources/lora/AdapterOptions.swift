@@ -89,40 +89,9 @@ struct AdapterOptions: ParsableArguments {
         }
     }
 
-    /// A PEFT adapter folder, or an mlx-lm one (`adapters.safetensors`), converted on the fly.
+    /// An adapter folder of any format `AdapterFormats` reads (PEFT, mlx-lm).
     static func loadAdapter(_ url: URL, named name: String, into model: some AdaptableModel) throws -> (config: LoRAConfig, layout: String) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { throw CommandError("--adapter \(url.path): no such folder") }
-        guard isDirectory.boolValue else { throw CommandError("--adapter \(url.path) is a file; give the adapter's folder (adapter_config.json and adapter_model.safetensors)") }
-        let peft = try PEFTLayout.of(url)
-        defer { peft.remove() }
-        return (try model.loadPEFTAdapter(from: peft.url, named: name), peft.isMLX ? " (mlx-lm layout)" : "")
+        let file = try model.loadAdapter(from: url, named: name)
+        return (file.config, file.format == PEFTCodec.name ? "" : " (\(file.format) layout)")
     }
-}
-
-/// An adapter folder read in PEFT's layout: the folder itself, or — for mlx-lm's layout
-/// (`adapters.safetensors` and no `adapter_model.safetensors`) — a temporary PEFT copy that
-/// `MLXAdapterConversion` writes with ΔW preserved exactly, deleted by `remove()`.
-struct PEFTLayout {
-    let url: URL
-    let isMLX: Bool
-
-    static func of(_ folder: URL) throws -> PEFTLayout {
-        let fm = FileManager.default
-        guard !fm.fileExists(atPath: folder.appendingPathComponent("adapter_model.safetensors").path),
-              fm.fileExists(atPath: folder.appendingPathComponent("adapters.safetensors").path) else {
-            return PEFTLayout(url: folder, isMLX: false)
-        }
-        let temporary = fm.temporaryDirectory.appendingPathComponent("lora-mlx-\(UUID().uuidString)")
-        do {
-            try MLXAdapterConversion.mlxToPEFT(folder, output: temporary)
-        } catch {
-            try? fm.removeItem(at: temporary)
-            throw CommandError("\(folder.path) looks like an mlx-lm adapter (adapters.safetensors) but cannot be read: \(error)")
-        }
-        return PEFTLayout(url: temporary, isMLX: true)
-    }
-
-    /// Deletes the temporary copy (nothing for a PEFT folder).
-    func remove() { if isMLX { try? FileManager.default.removeItem(at: url) } }
 }

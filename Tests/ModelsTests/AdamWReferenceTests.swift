@@ -46,7 +46,7 @@ struct AdamWReferenceTests {
     @Test func bert() throws {
         let fx = try ModelFixture(BertReferenceTests.name)
         let model = try BertReferenceTests.adapted(fx)
-        let classifier = model.classifier.base.parameters.map { (name: "classifier." + $0.name, parameter: $0) }
+        let classifier = model.classifier.base.ownParameters.map { (name: "classifier." + $0.name, parameter: $0.parameter) }
         try checkTrajectory(fx, parameters: model.namedAdapterParameters + classifier, label: BertReferenceTests.name) {
             try model.loss(fx.batch, labels: fx.labels, backward: true)
         }

@@ -18,7 +18,7 @@ struct BertReferenceTests {
     /// LoRA on the targets plus PEFT's trainable copy of the classifier (`modules_to_save`).
     static func adapted(_ fx: ModelFixture) throws -> BertForSequenceClassification {
         let model = try fx.adapt(base(fx))
-        #expect(model.classifier.base.parameters.allSatisfy { $0.isTrainable })
+        #expect(model.classifier.base.ownParameters.allSatisfy { $0.parameter.isTrainable })
         return model
     }
 
@@ -29,7 +29,7 @@ struct BertReferenceTests {
         model.zeroGradients()
         let loss = try model.loss(fx.batch, labels: fx.labels, backward: true)
         try fx.checkLogitsAndLoss(logits: logits, loss: loss, label: Self.name)
-        let classifier = model.classifier.base.parameters.map { (name: "classifier." + $0.name, parameter: $0) }
+        let classifier = model.classifier.base.ownParameters.map { (name: "classifier." + $0.name, parameter: $0.parameter) }
         _ = try fx.compareGradients(model.namedAdapterParameters + classifier, label: Self.name)
     }
 

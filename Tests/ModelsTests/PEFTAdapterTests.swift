@@ -164,30 +164,36 @@ struct MLXConversionTests {
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-mlx-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: tmp) }
         let mlx = tmp.appendingPathComponent("mlx"), back = tmp.appendingPathComponent("peft")
-        try MLXAdapterConversion.peftToMLX(PEFTAdapterTests.adaptersDirectory.appendingPathComponent(name), numHiddenLayers: 2, output: mlx)
+        let peft = try PEFTCodec.read(PEFTAdapterTests.adaptersDirectory.appendingPathComponent(name))
+        try MLXCodec.write(peft, to: mlx, base: AdapterBase(numHiddenLayers: 2))
         // mlx-lm's layout: lora_a [in, r], lora_b [r, out], one rank, keys relative to the block.
         let file = try SafeTensorsFile(url: mlx.appendingPathComponent("adapters.safetensors"))
         let q = try #require(file.names.first { $0.hasSuffix(".lora_a") })
         let rank = try file.entry(q).shape[1]
         #expect(file.names.filter { $0.hasSuffix(".lora_b") }.allSatisfy { (try? file.entry($0).shape[0]) == rank })
-        try MLXAdapterConversion.mlxToPEFT(mlx, output: back)
+        try PEFTCodec.write(try AdapterFormats.read(mlx), to: back)
+        #expect(AdapterFormats.detect(mlx).name == MLXCodec.name && AdapterFormats.detect(back).name == PEFTCodec.name)
+        // The mlx-lm folder loads directly, and through its PEFT form, with PEFT's outputs.
+        let direct = try PEFTAdapterTests.baseModel(expected.base)
+        #expect(try direct.loadAdapter(from: mlx).format == "mlx-lm")
         let model = try PEFTAdapterTests.baseModel(expected.base)
         try model.loadPEFTAdapter(from: back)
         let e = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(model, expected), expected.adapted, kind: expected.kind)
-        print("[\(name)] PEFT → MLX (rank \(rank)) → PEFT: log-probabilities vs PEFT's \(e)")
-        #expect(e <= 1e-4)
+        let eDirect = PEFTAdapterTests.difference(try PEFTAdapterTests.outputs(direct, expected), expected.adapted, kind: expected.kind)
+        print("[\(name)] PEFT → MLX (rank \(rank)) → PEFT: log-probabilities vs PEFT's \(e); the mlx-lm folder loaded directly \(eDirect)")
+        #expect(e <= 1e-4 && eDirect <= 1e-4)
     }
 
     @Test func refusesWhatMLXCannotHold() throws {
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("lora-mlx-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: tmp) }
         // BERT modules are not Llama blocks, and a classifier copy has no place in mlx-lm's file.
-        #expect(throws: (any Error).self) {
-            try MLXAdapterConversion.peftToMLX(PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-bert-cls"), numHiddenLayers: 2, output: tmp)
-        }
-        #expect(throws: (any Error).self) {
-            try MLXAdapterConversion.peftToMLX(PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-patterns"), numHiddenLayers: 1, output: tmp)
-        }
+        let bert = try PEFTCodec.read(PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-bert-cls"))
+        #expect { try MLXCodec.write(bert, to: tmp, base: AdapterBase(numHiddenLayers: 2)) } throws: { "\($0)".contains("modules_to_save") }
+        let llama = try PEFTCodec.read(PEFTAdapterTests.adaptersDirectory.appendingPathComponent("tiny-llama-patterns"))
+        #expect { try MLXCodec.write(llama, to: tmp, base: AdapterBase(numHiddenLayers: 1)) } throws: { "\($0)".contains("do not fit a 1-layer model") }
+        #expect { try MLXCodec.write(llama, to: tmp, base: AdapterBase()) } throws: { "\($0)".contains("number of layers") }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path))
     }
 }
 

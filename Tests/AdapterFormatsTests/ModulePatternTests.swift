@@ -1,4 +1,5 @@
 import Foundation
+import AdapterFormats
 import LoRA
 import Testing
 import TestSupport

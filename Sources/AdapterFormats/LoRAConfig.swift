@@ -1,4 +1,5 @@
 import Foundation
+import LoRA
 import OrderedJSON
 
 public enum LoRAConfigError: Error, Equatable, CustomStringConvertible {
