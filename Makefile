@@ -31,7 +31,7 @@ test-asan: deps
 ## test-tsan: the multi-threaded kernels under ThreadSanitizer (.build-tsan): the parallel-kernel suite
 ## (every parallelChunks/parallelRows user at sizes that split), kernels, layers, LoRA and memory modes.
 ## OpenBLAS keeps 2+ threads: our kernels split work only when it has them. See docs/RELIABILITY.md.
-TSAN_FILTER ?= ParallelDeterminismTests|KernelsTests|LayersTests|LoRATests|MemoryModesTests
+TSAN_FILTER ?= ParallelDeterminismTests|KernelsTests|LayersTests|LoRATests|MemoryModesTests|ReplicaTests
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
 	SWIFT_BACKTRACE=enable=no TSAN_OPTIONS=halt_on_error=1 \
