@@ -41,10 +41,8 @@ package final class ForwardPass {
     package let rowAdapters: RowAdapters?
     /// The token of every row.
     package let tokens: [Int]
-    // Work buffers of a cached pass (a training pass allocates nothing).
-    private lazy var scores = Tensor(shape: [0])
-    private lazy var context = Tensor(shape: [0])
-    private lazy var lastRows = Tensor(shape: [0])
+    /// Work buffers of a cached pass, the model instance's (a batch pass uses none).
+    private let buffers: CachedPassBuffers?
 
     package var rows: Int { tokens.count }
 
@@ -53,6 +51,7 @@ package final class ForwardPass {
                  model: (any AdaptableModel)? = nil) throws(ModelError) {
         try input.validate(vocabularySize: vocabularySize, maxPositions: nil)
         keys = .batch(batch: input.batch, length: input.length, padding: input.attentionMask)
+        buffers = nil
         positions = input.positions
         tokens = input.inputIds
         if let sequenceAdapters {
@@ -69,7 +68,8 @@ package final class ForwardPass {
     /// A cached pass: each step's tokens after what its cache holds. Throws, before anything
     /// runs, unless every step has tokens in the vocabulary that fit its cache, no cache appears
     /// twice, and (per step) every adapter named exists and the model is not merged.
-    package init(_ steps: [CachedStep], adapters: AdapterSelection, vocabularySize: Int, model: any AdaptableModel) throws(ModelError) {
+    package init(_ steps: [CachedStep], adapters: AdapterSelection, vocabularySize: Int, model: any AdaptableModel,
+                 buffers: CachedPassBuffers) throws(ModelError) {
         guard !steps.isEmpty else { throw .invalidInput("no sequences to run") }
         var seen = Set<ObjectIdentifier>()
         var positions: [Int] = [], tokens: [Int] = [], starts: [Int] = [], names: [String?] = []
@@ -83,6 +83,7 @@ package final class ForwardPass {
             names += Array(repeating: step.adapter, count: step.tokens.count)
         }
         keys = .cached(steps: steps, rowStarts: starts)
+        self.buffers = buffers
         self.positions = positions
         self.tokens = tokens
         switch adapters {
@@ -120,6 +121,8 @@ package final class ForwardPass {
             let mask = AttentionMask(causal: true, keyPadding: padding, slidingWindow: slidingWindow)
             return attention.forward(q: q, k: k, v: v, batch: batch, length: length, mask: mask)
         case let .cached(steps, starts):
+            guard let buffers else { preconditionFailure("a cached pass has its buffers") }
+            let context = buffers.context, scores = buffers.scores
             let qWidth = q.rowLength, kvWidth = k.rowLength
             context.resize(q.shape)
             for (step, start) in zip(steps, starts) {
@@ -137,7 +140,7 @@ package final class ForwardPass {
     /// `h` [N, C] go through `head` [V, C], for every row (`allLogits`) or each step's last row
     /// (in step order), into `output`.
     package func finish(_ h: Tensor, head: Parameter, allLogits: Bool, into output: Tensor) -> Tensor {
-        guard case let .cached(steps, starts) = keys else { preconditionFailure("finish ends a cached pass") }
+        guard case let .cached(steps, starts) = keys, let lastRows = buffers?.lastRows else { preconditionFailure("finish ends a cached pass") }
         for step in steps { step.cache.advance(by: step.tokens.count) }
         let c = h.rowLength, v = head.shape[0]
         if allLogits {
@@ -158,4 +161,14 @@ package final class ForwardPass {
 extension LoRALinear {
     /// This projection in a pass: the active adapters, or the pass's adapter per row.
     package func forward(_ x: Tensor, in pass: ForwardPass) -> Tensor { forward(x, rows: pass.rowAdapters) }
+}
+
+/// The work buffers of cached passes (attention scores, the attention context of the new rows,
+/// each step's last hidden row), kept by a model instance so that decoding allocates nothing per
+/// step; each replica has its own.
+public final class CachedPassBuffers {
+    let scores = Tensor(shape: [0])
+    let context = Tensor(shape: [0])
+    let lastRows = Tensor(shape: [0])
+    public init() {}
 }

@@ -125,6 +125,28 @@ struct MultiSequenceTests {
         #expect(e < 1e-5 && a.length == 10 && b.length == 7)
     }
 
+    /// A decoding step over several sequences with their own adapters allocates no tensor once
+    /// the buffers have grown (the model instance keeps the cached pass's work buffers; each
+    /// adapter's per-row products reuse its run's buffers).
+    @Test func decodingAllocatesNoTensorsInSteadyState() throws {
+        let (model, _) = try Self.tinyLlamaWithAdapters()
+        let names: [String?] = [nil, "a", "all"]
+        let caches = names.map { _ in model.makeCache(capacity: 64) }
+        var next = [1, 2, 3]
+        func step(_ tokens: [[Int]]) throws {
+            let logits = try model.forwardCached(zip(zip(caches, tokens), names).map { CachedStep(cache: $0.0, tokens: $0.1, adapter: $1) },
+                                                 adapters: .perStep, allLogits: false)
+            let v = model.vocabularySize
+            next = (0..<names.count).map { i in (0..<v).max { logits[i * v + $0] < logits[i * v + $1] } ?? 0 }
+        }
+        try step([Array(3...19), Array(20...36), Array(40...56)])   // 17-token prompts: the caches hold 32 rows
+        for _ in 0..<2 { try step(next.map { [$0] }) }
+        let tracker = AllocationTracker()
+        try tracker.counting { for _ in 0..<5 { try step(next.map { [$0] }) } }
+        print("5 decoding steps of 3 sequences (base, a, all): \(tracker.count) tensors allocated")
+        #expect(tracker.count == 0 && caches.allSatisfy { $0.length == 24 })
+    }
+
     @Test func badPassesAreRefusedBeforeAnythingRuns() throws {
         let (model, _) = try Self.tinyLlamaWithAdapters()
         let cache = model.makeCache(capacity: 4)

@@ -260,6 +260,7 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
     public let norm: RMSNorm
     let scaled = Tensor(shape: [0])
     let logitsOutput = Tensor(shape: [0])
+    let cachedPassBuffers = CachedPassBuffers()
     let lossHead: ChunkedLMHeadLoss
     let embeddingGradient = Tensor(shape: [0])
     /// The blocks' shared work buffers and activation recomputation, as Llama's.
@@ -384,7 +385,7 @@ public final class Gemma3ForCausalLM: CausalLanguageModel, AdaptableModel {
 
     /// Several sequences' new tokens through their caches (`CausalLanguageModel`).
     public func forwardCached(_ steps: [CachedStep], adapters: AdapterSelection, allLogits: Bool) throws(ModelError) -> Tensor {
-        let pass = try ForwardPass(steps, adapters: adapters, vocabularySize: config.vocabSize, model: self)
+        let pass = try ForwardPass(steps, adapters: adapters, vocabularySize: config.vocabSize, model: self, buffers: cachedPassBuffers)
         let h = norm.forward(run(pass, embed(pass.tokens, shape: [pass.rows])))
         return pass.finish(h, head: embedTokens.weight, allLogits: allLogits, into: logitsOutput)
     }

@@ -257,6 +257,7 @@ public final class LlamaForCausalLM: AdaptableModel {
     let lossHead: ChunkedLMHeadLoss
     /// Logits of the last `logits(_:)` call, [B, T, V].
     public let logitsOutput = Tensor(shape: [0])
+    let cachedPassBuffers = CachedPassBuffers()
     /// The blocks' shared work buffers and activation recomputation.
     let blockRuns = BlockRecomputation<LlamaDecoderLayer>()
     /// Keep only each block's input in the forward pass of a training step and recompute the
@@ -310,7 +311,7 @@ public final class LlamaForCausalLM: AdaptableModel {
 
     /// Several sequences' new tokens through their caches (`CausalLanguageModel`).
     public func forwardCached(_ steps: [CachedStep], adapters: AdapterSelection, allLogits: Bool) throws(ModelError) -> Tensor {
-        let pass = try ForwardPass(steps, adapters: adapters, vocabularySize: config.vocabSize, model: self)
+        let pass = try ForwardPass(steps, adapters: adapters, vocabularySize: config.vocabSize, model: self, buffers: cachedPassBuffers)
         let h = norm.forward(run(pass, embedTokens.forward(ids: pass.tokens, shape: [pass.rows])))
         return pass.finish(h, head: lmHead, allLogits: allLogits, into: logitsOutput)
     }
