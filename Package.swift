@@ -12,7 +12,7 @@ import PackageDescription
 let package = Package(
     name: "swift-lora",
     products: [
-        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "AdapterFormats", "Tokenizers", "ModelCore", "Models", "Training", "ModelStore"]),
+        .library(name: "SwiftLoRA", targets: ["Kernels", "Layers", "LoRA", "Formats", "AdapterFormats", "Diffusion", "Tokenizers", "ModelCore", "Models", "Training", "ModelStore"]),
         .executable(name: "lora", targets: ["lora"]),
         .executable(name: "lora-bench", targets: ["LoRABench"]),
         // The parsers of untrusted files as fuzz targets, for the libFuzzer driver in Fuzz/.
@@ -45,11 +45,13 @@ let package = Package(
         .target(name: "ModelCore", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "AdapterFormats", "Tokenizers", "OrderedJSON"]),
         // The architectures (Llama/, Bert/, Gemma3/), their registry and the loaders that choose one.
         .target(name: "Models", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "AdapterFormats", "Tokenizers", "OrderedJSON", "ModelCore"]),
+        // Stable Diffusion: diffusers checkpoints as weight files and the merging of adapter files into them.
+        .target(name: "Diffusion", dependencies: ["Kernels", "Formats", "AdapterFormats"]),
         .target(name: "Training", dependencies: ["Kernels", "Layers", "LoRA", "Formats", "AdapterFormats", "Tokenizers", "ModelCore"]),
         .target(name: "FuzzTargets", dependencies: ["Formats", "LoRA", "AdapterFormats", "ModelStore", "Models", "OrderedJSON", "Tokenizers", "Training"]),
         .executableTarget(
             name: "lora",
-            dependencies: ["Kernels", "Formats", "AdapterFormats", "Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["Kernels", "Formats", "AdapterFormats", "Diffusion", "Models", "Tokenizers", "Training", "ModelStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
@@ -62,6 +64,7 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "TestSupport"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "TestSupport"]),
         .testTarget(name: "AdapterFormatsTests", dependencies: ["AdapterFormats", "LoRA", "Formats", "TestSupport"]),
+        .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "AdapterFormats", "Formats", "Kernels", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "ModelStore", "TestSupport"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Formats", "Models", "ModelStore", "TestSupport"]),
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "TestSupport"]),

@@ -4,7 +4,7 @@
 #
 #   Fuzz/run.sh [--seconds N] [--runs N] [--real-models] [--no-build] [target ...]
 #
-# Targets: gguf safetensors tokenizer-json tokenize adapter-config jsonl chat-template (default: all).
+# Targets: gguf safetensors tokenizer-json tokenize adapter-config jsonl chat-template sd-adapter (default: all).
 # Each target runs until N seconds or N executions, whichever comes first (default: 20 s).
 # The growing corpus lives in .cache/fuzz/corpus/<target> (seeded from Fuzz/seeds/<target> and
 # the kept regressions in Tests/Fixtures/fuzz/<target>); a crash, leak, timeout (> 10 s), single
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors tokenizer-json tokenize adapter-config jsonl chat-template)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors tokenizer-json tokenize adapter-config jsonl chat-template sd-adapter)
 
 driver=.build-fuzz/release/lora-fuzz
 if [ "$build" = 1 ]; then

@@ -1,5 +1,7 @@
 import Foundation
+import AdapterFormats
 import Formats
+import Kernels
 import LoRA
 import ModelStore
 import Models
@@ -27,6 +29,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case jsonl
     /// A chat template's Jinja source and a conversation (JSON), separated by the first NUL byte.
     case chatTemplate = "chat-template"
+    /// A Stable Diffusion adapter file (kohya, diffusers/PEFT, LyCORIS): read, summarised, its
+    /// modules resolved against a small SD-shaped module index and each fitting delta applied.
+    case sdAdapter = "sd-adapter"
 }
 
 public enum FuzzOutcome: Equatable, Sendable {
@@ -105,6 +110,7 @@ public struct FuzzHarness: Sendable {
             case .adapterConfig: return try adapterConfig(data)
             case .jsonl: return try jsonl(data)
             case .chatTemplate: return try chatTemplate(data)
+            case .sdAdapter: return try sdAdapter(data)
             }
         } catch {
             return .rejected("\(error)")
@@ -262,5 +268,35 @@ public struct FuzzHarness: Sendable {
     static func checkIds(_ tokenizer: any Tokenizer, _ ids: [Int]) -> String? {
         guard let bad = ids.first(where: { $0 < 0 || $0 >= tokenizer.vocabularySize }) else { return nil }
         return "\(type(of: tokenizer)) produced id \(bad), outside 0..<\(tokenizer.vocabularySize)"
+    }
+}
+
+extension FuzzHarness {
+    /// A small SD-shaped index: a UNet attention block (linear projections, 1×1 proj_in, a 3×3
+    /// resnet conv) and a text-encoder layer, so resolved deltas are cheap to apply.
+    static let diffusionIndex = DiffusionModuleIndex(weights: [
+        "unet": ["down_blocks.1.attentions.0.proj_in.weight": [8, 8, 1, 1],
+                 "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight": [8, 8],
+                 "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": [8, 16],
+                 "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.weight": [8, 8],
+                 "down_blocks.1.resnets.0.conv1.weight": [8, 4, 3, 3]],
+        "text_encoder": ["encoder.layers.0.self_attn.q_proj.weight": [16, 16], "encoder.layers.0.mlp.fc1.weight": [32, 16]],
+    ], unetLayersPerBlock: 2)
+
+    func sdAdapter(_ data: Data) throws -> FuzzOutcome {
+        let file = try DiffusionAdapterFile(data: data, url: URL(fileURLWithPath: "/fuzz/input.safetensors"))
+        let summary = DiffusionAdapterSummary(file)
+        var applied = 0
+        for (spelling, delta) in file.modules {
+            guard let module = Self.diffusionIndex.resolve(spelling), let shape = Self.diffusionIndex.shapes[module] else { continue }
+            guard delta.shapeProblem(for: shape) == nil else { continue }
+            // What the shape check lets through must apply, to exactly the weight's elements.
+            let w = Tensor(shape: [shape.reduce(1, *)])
+            do { try delta.apply(to: w, shape: shape, multiplier: 0.5) } catch {
+                return .invariantBroken("\(spelling) on \(module): the shape check passed but applying failed: \(error)")
+            }
+            applied += 1
+        }
+        return .accepted("\(summary.modules) modules (\(summary.family)), \(applied) applied")
     }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import AdapterFormats
+import Diffusion
 import Formats
 import LoRA
 import ModelStore
@@ -8,12 +10,12 @@ import Training
 
 struct AdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "adapter", abstract: "Look at LoRA adapter directories.", subcommands: [Inspect.self])
+        commandName: "adapter", abstract: "Look at LoRA adapters: folders (PEFT, mlx-lm) and Stable Diffusion files.", subcommands: [Inspect.self])
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show an adapter's configuration, ranks, targets, parameter count and size.")
-        @Argument(help: "An adapter folder: PEFT's (adapter_config.json + adapter_model.safetensors) or mlx-lm's (adapters.safetensors).") var directory: String
+        @Argument(help: "An adapter folder (PEFT's adapter_config.json + adapter_model.safetensors, or mlx-lm's adapters.safetensors), or a Stable Diffusion adapter file (.safetensors: kohya, diffusers/PEFT, LyCORIS).") var directory: String
         @Flag(help: "Print one JSON object.") var json = false
 
         struct Report: Encodable {
@@ -46,6 +48,10 @@ struct AdapterCommand: ParsableCommand {
 
         func run() throws {
             let fm = FileManager.default
+            var isDirectory: ObjCBool = false
+            if fm.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue, directory.hasSuffix(".safetensors") {
+                return try inspectFile(URL(fileURLWithPath: directory))
+            }
             let adapter: AdapterFile
             do { adapter = try AdapterFormats.read(URL(fileURLWithPath: directory)) } catch { throw CommandError(error.description) }
             let config = adapter.config, layout = adapter.format
@@ -87,21 +93,60 @@ struct AdapterCommand: ParsableCommand {
     }
 }
 
+extension AdapterCommand.Inspect {
+    /// A Stable Diffusion adapter file: spellings, family, algorithms, ranks, alphas, targets, metadata.
+    func inspectFile(_ url: URL) throws {
+        let file: DiffusionAdapterFile
+        do { file = try DiffusionAdapterFile(url: url) } catch { throw CommandError(error.description) }
+        let summary = DiffusionAdapterSummary(file)
+        if json { return try printJSON(summary) }
+        func list<T: CustomStringConvertible>(_ values: [T]) -> String {
+            values.count == 1 ? "\(values[0]) (all modules)" : values.isEmpty ? "none" : values.map(\.description).joined(separator: ", ") + " (per module)"
+        }
+        print("adapter:         \(url.path)")
+        print("spelling:        \(summary.spellings.joined(separator: ", "))")
+        print("base family:     \(summary.family) (\(summary.familyEvidence))")
+        print("targets:         " + summary.targets.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print("algorithms:      " + summary.algorithms.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print("ranks:           \(list(summary.ranks))")
+        print("alphas:          \(summary.alphas.isEmpty ? "none in the file (scale 1, or lora_adapter_metadata)" : list(summary.alphas.map { $0.formatted() }))")
+        print("parameters:      \(summary.parameters.formatted()) (\(summary.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")))")
+        print("file size:       \(summary.fileBytes.formatted()) bytes")
+        for (key, value) in summary.metadata.sorted(by: { $0.key < $1.key }) {
+            print("  \(key): \(value.count > 100 ? String(value.prefix(100)) + "…" : value)")
+        }
+    }
+}
+
 struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Merge adapters into a model and write it as a Hugging Face directory.",
+        abstract: "Merge adapters into a model: a language model or encoder, or a Stable Diffusion pipeline.",
         discussion: """
-        The result (config.json, model.safetensors, tokenizer files) loads in transformers and runs \
-        in swift-lora at exactly the base model's cost. A GGUF base is dequantised; the merged \
-        weights are written in --dtype (F32 by default) and never re-quantised.
+        A language model or encoder is written as a Hugging Face directory (config.json, \
+        model.safetensors, tokenizer files) that loads in transformers and runs in swift-lora at \
+        exactly the base model's cost. A GGUF base is dequantised; the merged weights are written \
+        in --dtype (F32 by default) and never re-quantised.
+
+        A Stable Diffusion base (a diffusers pipeline folder with model_index.json) takes adapter \
+        files (.safetensors) in every spelling users exchange: kohya (lora_unet_…, lora_te_…, \
+        SDXL's input_blocks_… names), diffusers and PEFT (unet.…lora_A, .lora.down, \
+        lora_linear_layer, the old processor.to_q_lora, lora_adapter_metadata), LyCORIS (LoCon with \
+        lora_mid, LoHa, LoKr, full diff, dora_scale). Each adapter adds FILE:MULT × (alpha/rank) × ΔW \
+        in fp32, in the order given, as kohya's merge_lora.py and diffusers' fuse_lora(lora_scale) \
+        do. The output keeps the base's layout (every file copied, the changed components' weights \
+        rewritten in their own dtypes unless --dtype says otherwise); keys that match no module are \
+        listed, and a file none of whose keys match, or whose shapes do not fit, is refused before \
+        anything is written.
         """)
     @OptionGroup var model: ModelOption
     @Option(name: .customLong("adapter"), help: ArgumentHelp(
-        "An adapter folder (PEFT or mlx-lm), optionally DIR:WEIGHT; repeat to combine. A classifier's label_map.json names the merged model's classes.",
-        valueName: "dir[:weight]"))
+        "An adapter folder (PEFT or mlx-lm) or, for a Stable Diffusion base, an adapter file; optionally PATH:WEIGHT (the multiplier); repeat to combine. A classifier's label_map.json names the merged model's classes.",
+        valueName: "path[:weight]"))
     var adapters: [String]
     @Option(help: "The output folder.") var output: String
-    @Option(help: "Storage type of the merged weights.") var dtype: HuggingFaceExport.StorageType = .f32
+    @Option(help: "Storage type of the merged weights (f32 by default; a Stable Diffusion base keeps each tensor's own unless given).")
+    var dtype: HuggingFaceExport.StorageType?
+    @Flag(help: "Print one JSON object on stdout (Stable Diffusion bases).") var json = false
 
     func validate() throws {
         guard !adapters.isEmpty else { throw ValidationError("give at least one --adapter") }
@@ -109,6 +154,9 @@ struct Merge: ParsableCommand {
     }
 
     func run() throws {
+        let base = URL(fileURLWithPath: model.model)
+        if DiffusersCheckpoint.isPipelineFolder(base) { return try mergeDiffusion(base) }
+        let dtype = self.dtype ?? .f32
         let labels = try AdapterOptions.labels(of: adapters)
         let pretrained = try model.load(labels: labels)
         let adaptable = pretrained.model
@@ -164,6 +212,42 @@ struct Convert: ParsableCommand {
             throw CommandError("cannot convert \(input) (\(adapter.format)) to \(codec.name): \(error)")
         }
         note("wrote \(destination.path) (\(codec.layout))")
+    }
+}
+
+extension Merge {
+    /// Adapter files merged into a diffusers pipeline folder (`DiffusionMerge`).
+    func mergeDiffusion(_ base: URL) throws {
+        let checkpoint: DiffusersCheckpoint
+        do { checkpoint = try DiffusersCheckpoint(folder: base) } catch { throw CommandError(error.description) }
+        var files: [DiffusionMerge.Adapter] = []
+        for spec in adapters {
+            let (path, weight) = AdapterOptions.parse(spec)
+            let url = URL(fileURLWithPath: path)
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw CommandError("--adapter \(path) is a folder; a Stable Diffusion adapter is one .safetensors file")
+            }
+            do { files.append(.init(file: try DiffusionAdapterFile(url: url), multiplier: Float(weight))) } catch {
+                throw CommandError(error.description)
+            }
+        }
+        let storage = dtype.flatMap { SafeTensorsWriter.StorageType(rawValue: $0.rawValue.uppercased()) }
+        let report: DiffusionMerge.Report
+        do {
+            report = try DiffusionMerge.merge(base: checkpoint, adapters: files, output: URL(fileURLWithPath: output), storage: storage) { note($0) }
+        } catch { throw CommandError(error.description) }
+        for a in report.adapters {
+            let parts = a.components.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            note("merged \(a.path) at \(a.multiplier.formatted()): \(a.modules) modules (\(parts); "
+                 + a.algorithms.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")")
+            if !a.unmatched.isEmpty {
+                note("  \(a.unmatched.count) of its modules match nothing in \(base.path) and were not merged: "
+                     + a.unmatched.prefix(5).joined(separator: ", ") + (a.unmatched.count > 5 ? ", …" : ""))
+            }
+        }
+        note("wrote \(report.output) (\(report.rewrittenTensors) tensors rewritten, \(report.copiedFiles) files copied, weights \(report.dtype)) in \(String(format: "%.1f", report.seconds)) s")
+        if json { try printJSON(report) }
     }
 }
 

@@ -1,0 +1,47 @@
+import Foundation
+import Formats
+import TestSupport
+import Testing
+
+/// `lora merge` and `lora adapter inspect` on Stable Diffusion files, through the binary.
+@Suite("lora with Stable Diffusion adapter files")
+struct DiffusionCLITests {
+    static let sd = fixturesDirectory.appendingPathComponent("sd")
+
+    @Test func mergeAndInspect() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lora-cli-sd-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let base = Self.sd.appendingPathComponent("sd1-tiny").path
+        let adapter = Self.sd.appendingPathComponent("sd1-tiny-adapters/kohya.safetensors").path
+        let run = try CLITests.lora(["merge", "--model", base, "--adapter", adapter + ":0.7", "--output", out.path, "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let report = try run.json()
+        let adapters = try #require(report["adapters"] as? [[String: Any]])
+        #expect(adapters.first?["modules"] as? Int == 81 && report["rewritten_tensors"] as? Int == 81)
+        #expect(run.stderr.contains("merged \(adapter) at 0.7: 81 modules (text_encoder 12, unet 69; lora 81)"))
+        // The merged UNet equals diffusers' fuse_lora(lora_scale=0.7).
+        let reference = try SafeTensorsFile(url: Self.sd.appendingPathComponent("sd1-tiny-merged/kohya.safetensors")).floatTensors()
+        let unet = try SafeTensorsFile(url: out.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")).floatTensors()
+        var worst: Float = 0
+        for (key, r) in reference where key.hasPrefix("unet.") {
+            let t = try #require(unet[String(key.dropFirst(5))])
+            for i in 0..<r.count { worst = max(worst, abs(t[i] - r[i])) }
+        }
+        print("lora merge (kohya file, SD1) vs diffusers fuse_lora: max |Δ| \(worst)")
+        #expect(worst < 1e-6)
+
+        let inspect = try CLITests.lora(["adapter", "inspect", Self.sd.appendingPathComponent("sdxl-tiny-adapters/kohya.safetensors").path, "--json"]).json()
+        #expect(inspect["family"] as? String == "sdxl" && inspect["modules"] as? Int == 187)
+        #expect((inspect["targets"] as? [String: Int]) == ["unet": 163, "text_encoder": 12, "text_encoder_2": 12])
+        let text = try CLITests.lora(["adapter", "inspect", Self.sd.appendingPathComponent("sd1-tiny-adapters/lokr-lowrank.safetensors").path])
+        #expect(text.status == 0 && text.stdout.contains("algorithms:      lokr 3"))
+
+        // Refused, with the reason and a non-zero exit, nothing written: another base's file; a folder as --adapter.
+        let wrong = try CLITests.lora(["merge", "--model", base, "--adapter", Self.sd.appendingPathComponent("sdxl-tiny-adapters/kohya.safetensors").path,
+                                       "--output", out.path + "-wrong"])
+        #expect(wrong.status != 0 && wrong.stderr.contains("does not fit") && !FileManager.default.fileExists(atPath: out.path + "-wrong"))
+        let folder = try CLITests.lora(["merge", "--model", base, "--adapter", Self.sd.appendingPathComponent("sd1-tiny-adapters").path,
+                                        "--output", out.path + "-folder"])
+        #expect(folder.status != 0 && folder.stderr.contains("is a folder; a Stable Diffusion adapter is one .safetensors file"))
+    }
+}
