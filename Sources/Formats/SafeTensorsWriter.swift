@@ -13,32 +13,16 @@ public enum SafeTensorsWriter {
 
     public static func write(_ tensors: [String: Tensor], to url: URL, as storage: StorageType = .f32,
                              metadata: [String: String] = [:]) throws(SafeTensorsError) {
-        let names = tensors.keys.sorted()
-        let elementSize = storage == .f32 ? 4 : 2
-        var header: [String: Any] = [:]
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
-        var offset = 0
-        for name in names {
-            guard let t = tensors[name] else { continue }
-            let bytes = t.count * elementSize
-            header[name] = ["dtype": storage.rawValue, "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
-            offset += bytes
-        }
-        var headerBytes: [UInt8]
+        let dtype = SafeTensorsFile.DType(rawValue: storage.rawValue) ?? .f32
+        let writer = try SafeTensorsStreamWriter(url: url, entries: tensors.map { .init(name: $0.key, dtype: dtype, shape: $0.value.shape) },
+                                                 metadata: metadata)
         do {
-            headerBytes = Array(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
+            while let name = writer.nextName, let t = tensors[name] { try writer.append(name, values: t) }
+            try writer.finish()
         } catch {
-            throw .invalidHeader("cannot encode header: \(error.localizedDescription)")
+            writer.cancel()
+            throw error
         }
-        while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
-        var out = Data(capacity: 8 + headerBytes.count + offset)
-        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(contentsOf: headerBytes)
-        for name in names {
-            guard let t = tensors[name] else { continue }
-            appendElements(of: t, as: storage, to: &out)
-        }
-        try atomicWrite(out, to: url)
     }
 
     static func appendElements(of t: Tensor, as storage: StorageType, to out: inout Data) {
