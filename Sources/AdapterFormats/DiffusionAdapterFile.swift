@@ -151,14 +151,20 @@ public struct DiffusionAdapterFile {
         return delta
     }
 
-    /// PEFT's r and lora_alpha per component from diffusers' `lora_adapter_metadata` header
-    /// ({"unet.r": 4, "unet.lora_alpha": 8, …}): alpha for files whose tensors carry none.
+    /// PEFT's lora_alpha (and alpha_pattern) per component from diffusers' `lora_adapter_metadata`
+    /// header ({"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"…attn2.to_k": 4}, …}):
+    /// alpha for files whose tensors carry none. A pattern key names a module path, or its end
+    /// after a dot (PEFT's rule); ranks come from the tensors.
     struct PEFTAlphas {
-        var byComponent: [String: Float] = [:]
+        var byComponent: [String: (alpha: Float, patterns: [(key: String, alpha: Float)])] = [:]
         func alpha(for spelling: String) -> Float? {
             var s = spelling
             if s.hasPrefix("base_model.model.") { s.removeFirst("base_model.model.".count) }
-            for (component, alpha) in byComponent where s.hasPrefix(component + ".") { return alpha }
+            for (component, entry) in byComponent where s.hasPrefix(component + ".") {
+                let path = s.dropFirst(component.count + 1)
+                if let p = entry.patterns.first(where: { path == $0.key || path.hasSuffix("." + $0.key) }) { return p.alpha }
+                return entry.alpha
+            }
             return nil
         }
     }
@@ -175,15 +181,20 @@ public struct DiffusionAdapterFile {
             guard let alpha = value.number, alpha > 0, alpha.isFinite else {
                 throw .invalid(path: path, reason: "lora_adapter_metadata: \(key) must be a positive number")
             }
-            for pattern in ["alpha_pattern", "rank_pattern"] {
-                if let p = values[component + "." + pattern]?.object, !p.isEmpty {
-                    throw .unsupported("\(path): lora_adapter_metadata sets \(component).\(pattern), which is not supported yet")
+            var patterns: [(key: String, alpha: Float)] = []
+            for (k, v) in values[component + ".alpha_pattern"]?.object ?? [] {
+                guard k.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "_" }) else {
+                    throw .unsupported("\(path): lora_adapter_metadata's \(component).alpha_pattern key '\(k)' is a regular expression, which is not supported yet (module paths are)")
                 }
+                guard let a = v.number, a > 0, a.isFinite else {
+                    throw .invalid(path: path, reason: "lora_adapter_metadata: \(component).alpha_pattern['\(k)'] must be a positive number")
+                }
+                patterns.append((k, Float(a)))
             }
             if values[component + ".use_rslora"]?.bool == true {
                 throw .unsupported("\(path): lora_adapter_metadata asks for rsLoRA for \(component), which is not supported for diffusion adapters yet")
             }
-            result.byComponent[component] = Float(alpha)
+            result.byComponent[component] = (Float(alpha), patterns)
         }
         return result
     }

@@ -45,6 +45,11 @@ struct DiffusionAdapterFileTests {
         let peft = try Self.read(["unet.m.lora_A.weight": Self.down, "unet.m.lora_B.weight": Self.up],
                                  metadata: ["lora_adapter_metadata": #"{"unet.r": 2, "unet.lora_alpha": 6.0}"#])
         #expect(peft.modules[0].delta.alpha == 6 && peft.modules[0].delta.factor == 3)
+        // alpha_pattern: a module path, or its end after a dot, gets its own alpha.
+        let patterned = try Self.read(["unet.a.m.lora_A.weight": Self.down, "unet.a.m.lora_B.weight": Self.up,
+                                       "unet.a.n.lora_A.weight": Self.down, "unet.a.n.lora_B.weight": Self.up],
+                                      metadata: ["lora_adapter_metadata": #"{"unet.lora_alpha": 6, "unet.alpha_pattern": {"m": 2}}"#])
+        #expect(patterned.modules.map { $0.delta.alpha } == [2, 6])
     }
 
     @Test func badFilesAreRefusedSayingWhy() throws {
@@ -64,7 +69,7 @@ struct DiffusionAdapterFileTests {
         refused(["m.lora_down.weight": Tensor(shape: [70_000, 1]), "m.lora_up.weight": Tensor(shape: [1, 70_000])], "rank 70000, above 65536")
         refused(["m.lora_A.weight": Self.down, "m.lora_B.weight": Self.up], metadata: ["lora_adapter_metadata": "{not json"], "not a JSON object")
         refused(["unet.m.lora_A.weight": Self.down, "unet.m.lora_B.weight": Self.up],
-                metadata: ["lora_adapter_metadata": #"{"unet.lora_alpha": 4, "unet.alpha_pattern": {"m": 2}}"#], "sets unet.alpha_pattern, which is not supported yet")
+                metadata: ["lora_adapter_metadata": #"{"unet.lora_alpha": 4, "unet.alpha_pattern": {"m.*": 2}}"#], "key 'm.*' is a regular expression, which is not supported yet")
         refused(["m.lora_magnitude_vector": Self.down, "m.lora_A.weight": Self.down, "m.lora_B.weight": Self.up], "PEFT's DoRA magnitude is not supported yet")
         // Not a safetensors file at all, and an integer tensor.
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("lora-sdfile-\(UUID().uuidString).safetensors")

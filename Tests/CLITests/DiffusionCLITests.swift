@@ -44,4 +44,37 @@ struct DiffusionCLITests {
                                         "--output", out.path + "-folder"])
         #expect(folder.status != 0 && folder.stderr.contains("is a folder; a Stable Diffusion adapter is one .safetensors file"))
     }
+
+    @Test func convert() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-cli-convert-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let kohya = Self.sd.appendingPathComponent("sdxl-tiny-adapters/kohya.safetensors").path
+        let out = dir.appendingPathComponent("diffusers.safetensors").path
+        let run = try CLITests.lora(["adapter", "convert", "--input", kohya, "--to", "diffusers", "--output", out, "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let report = try run.json()
+        #expect(report["modules"] as? Int == 187 && report["format"] as? String == "diffusers")
+        let written = try SafeTensorsFile(url: URL(fileURLWithPath: out))
+        #expect(written.names.contains("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"))
+        #expect(written.metadata["lora_adapter_metadata"]?.contains("\"unet.lora_alpha\": 3") == true)
+        // With the base's names, the same tensors.
+        let withBase = dir.appendingPathComponent("with-base.safetensors").path
+        #expect(try CLITests.lora(["adapter", "convert", "--input", kohya, "--to", "diffusers", "--output", withBase,
+                                   "--model", Self.sd.appendingPathComponent("sdxl-tiny").path]).status == 0)
+        #expect(Set(try SafeTensorsFile(url: URL(fileURLWithPath: withBase)).names) == Set(written.names))
+        // Refusals: LoHa to diffusers, an existing output, a wrong --to.
+        let loha = try CLITests.lora(["adapter", "convert", "--input", Self.sd.appendingPathComponent("sd1-tiny-adapters/loha.safetensors").path,
+                                      "--to", "diffusers", "--output", dir.appendingPathComponent("loha.safetensors").path])
+        #expect(loha.status != 0 && loha.stderr.contains("is loha, which the diffusers format cannot hold"))
+        let again = try CLITests.lora(["adapter", "convert", "--input", kohya, "--to", "kohya", "--output", out])
+        #expect(again.status != 0 && again.stderr.contains("already exists"))
+        let wrong = try CLITests.lora(["adapter", "convert", "--input", kohya, "--to", "mlx", "--output", dir.appendingPathComponent("x").path])
+        #expect(wrong.status != 0 && wrong.stderr.contains("converts to kohya or diffusers"))
+        // A folder converts as `lora convert` does.
+        let mlx = dir.appendingPathComponent("mlx").path
+        let folder = try CLITests.lora(["adapter", "convert", "--input", fixturesDirectory.appendingPathComponent("adapters/tiny-llama-layers").path,
+                                        "--to", "mlx", "--output", mlx, "--model", fixturesDirectory.appendingPathComponent("tiny-llama").path])
+        #expect(folder.status == 0 && FileManager.default.fileExists(atPath: mlx + "/adapters.safetensors"), "\(folder.stderr)")
+    }
 }
