@@ -1,5 +1,6 @@
 import Foundation
 import Formats
+import Kernels
 
 /// A diffusers pipeline folder (`model_index.json`; `unet/`, `text_encoder/`, `text_encoder_2/`,
 /// `vae/`, … each with its `config.json` and safetensors weights, sharded or not) seen as weight
@@ -93,6 +94,14 @@ public struct DiffusersCheckpoint {
 
     static func config(_ url: URL) -> [String: Any]? {
         (try? Data(contentsOf: url)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+    }
+
+    /// A component's tensor as Float32 (read from whichever of its files holds it).
+    public func tensor(component: String, name: String) throws(DiffusionError) -> Tensor {
+        guard let c = components[component], let file = c.weightFiles.first(where: { $0.file.entries[name] != nil })?.file else {
+            throw .invalid(path: folder.path, reason: "\(component) has no tensor \(name)")
+        }
+        do { return try file.tensor(name) } catch { throw .invalid(path: folder.path, reason: "\(error)") }
     }
 
     /// The components adapters change: the UNet and the text encoders.

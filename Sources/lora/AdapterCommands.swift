@@ -11,7 +11,7 @@ import Training
 
 struct AdapterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "adapter", abstract: "Look at and convert LoRA adapters: folders (PEFT, mlx-lm) and Stable Diffusion files.", subcommands: [Inspect.self, ConvertFile.self])
+        commandName: "adapter", abstract: "Look at and convert LoRA adapters: folders (PEFT, mlx-lm) and Stable Diffusion files.", subcommands: [Inspect.self, ConvertFile.self, Resize.self, Extract.self, MergeAdapters.self])
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -90,109 +90,6 @@ struct AdapterCommand: ParsableCommand {
             if let task = config.taskType { print("task type:       \(task)") }
             if let base = config.baseModelNameOrPath { print("base model:      \(base)") }
             if let labels { print("labels:          \(labels.joined(separator: ", ")) (label_map.json)") }
-        }
-    }
-}
-
-extension AdapterCommand {
-    /// `lora adapter convert`: a Stable Diffusion adapter file into another spelling, or an
-    /// adapter folder between PEFT and mlx-lm (as `lora convert`).
-    struct ConvertFile: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: "convert",
-            abstract: "Convert an adapter: a Stable Diffusion file to kohya or diffusers, a folder between PEFT and mlx-lm; ΔW and alpha preserved exactly.",
-            discussion: """
-            A Stable Diffusion file (any spelling lora reads) is written as kohya (lora_unet_…, \
-            lora_te_…; LoRA, LoCon and every LyCORIS algorithm, alpha per module) or as diffusers \
-            saves it (unet.….lora_A / lora_B with r, lora_alpha, rank_pattern and alpha_pattern in \
-            lora_adapter_metadata; LoRA and LoCon only). Every key is accounted for: one that cannot \
-            be converted is an error naming it. Module names come from --model (a diffusers pipeline \
-            folder: exact) or, without it, from the names' own structure (kohya's underscores undone \
-            around the modules' names; SDXL's SGM names with --layers-per-block, default 2). An \
-            adapter folder is converted as `lora convert` does (--to mlx or peft).
-            """)
-        @Option(help: "The adapter: a .safetensors file (Stable Diffusion) or a folder (PEFT, mlx-lm).") var input: String
-        @Option(help: "Target: kohya or diffusers (a Stable Diffusion file); mlx or peft (a folder).") var to: String
-        @Option(help: "Where to write the converted adapter.") var output: String
-        @Option(help: "The base model: a diffusers pipeline folder (exact module names), or for a folder's mlx-lm conversion, the model whose layers it counts.")
-        var model: String?
-        @Option(parsing: .unconditional, help: "The UNet's layers_per_block, for SGM (input_blocks_…) names without --model (SDXL: 2).")
-        var layersPerBlock: Int = 2
-        @Option(help: "Storage type of the written tensors (default: the input's, when all its tensors share one; else f32).")
-        var dtype: HuggingFaceExport.StorageType?
-        @Flag(help: "Print one JSON object.") var json = false
-
-        struct Report: Encodable {
-            let input: String, output: String, format: String, modules: Int, names: String
-            let components: [String: Int], algorithms: [String: Int], dtype: String
-        }
-
-        func run() throws {
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) else { throw CommandError("\(input): no such file or folder") }
-            if isDirectory.boolValue {
-                guard Convert.AdapterLayout(rawValue: to) != nil else { throw CommandError("--to \(to): a folder converts to mlx or peft") }
-                return try Convert.parse(["--input", input, "--output", output, "--to", to] + (model.map { ["--model", $0] } ?? [])).run()
-            }
-            guard let format = DiffusionAdapterWriter.Format(rawValue: to) else {
-                throw CommandError("--to \(to): a Stable Diffusion file converts to kohya or diffusers")
-            }
-            guard !FileManager.default.fileExists(atPath: output) else { throw CommandError("\(output) already exists; choose another --output or remove it") }
-            let file: DiffusionAdapterFile
-            do { file = try DiffusionAdapterFile(url: URL(fileURLWithPath: input)) } catch { throw CommandError(error.description) }
-            var index: DiffusionModuleIndex?
-            if let model {
-                let checkpoint: DiffusersCheckpoint
-                do { checkpoint = try DiffusersCheckpoint(folder: URL(fileURLWithPath: model)) } catch { throw CommandError(error.description) }
-                index = DiffusionModuleIndex(weights: checkpoint.tensorShapes, unetLayersPerBlock: checkpoint.unetLayersPerBlock)
-            }
-            let converted: (tensors: [String: Tensor], metadata: [String: String], modules: [DiffusionAdapterWriter.Module])
-            do { converted = try DiffusionAdapterWriter.convert(file, to: format, index: index, layersPerBlock: layersPerBlock) } catch {
-                throw CommandError(error.description)
-            }
-            let (modules, contents) = (converted.modules, (tensors: converted.tensors, metadata: converted.metadata))
-            let stored = Set(file.storedTypes.keys)
-            let storage: SafeTensorsWriter.StorageType = dtype.flatMap { SafeTensorsWriter.StorageType(rawValue: $0.rawValue.uppercased()) }
-                ?? (stored.count == 1 ? stored.first.flatMap(SafeTensorsWriter.StorageType.init(rawValue:)) ?? .f32 : .f32)
-            do {
-                try SafeTensorsWriter.write(contents.tensors, to: URL(fileURLWithPath: output), as: storage, metadata: contents.metadata)
-            } catch { throw CommandError("\(error)") }
-            var components: [String: Int] = [:], algorithms: [String: Int] = [:]
-            for m in modules {
-                components[m.module.component, default: 0] += 1
-                algorithms[m.delta.algorithm.rawValue + (m.delta.doraScale != nil ? "+dora" : ""), default: 0] += 1
-            }
-            let report = Report(input: input, output: output, format: format.rawValue, modules: modules.count,
-                                names: model == nil ? "from the names (no --model)" : "from \(model!)", components: components,
-                                algorithms: algorithms, dtype: storage.rawValue)
-            note("wrote \(output): \(format.rawValue), \(modules.count) modules (" + components.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                 + "), \(contents.tensors.count) tensors in \(storage.rawValue); module names \(report.names)")
-            if json { try printJSON(report) }
-        }
-    }
-}
-
-extension AdapterCommand.Inspect {
-    /// A Stable Diffusion adapter file: spellings, family, algorithms, ranks, alphas, targets, metadata.
-    func inspectFile(_ url: URL) throws {
-        let file: DiffusionAdapterFile
-        do { file = try DiffusionAdapterFile(url: url) } catch { throw CommandError(error.description) }
-        let summary = DiffusionAdapterSummary(file)
-        if json { return try printJSON(summary) }
-        func list<T: CustomStringConvertible>(_ values: [T]) -> String {
-            values.count == 1 ? "\(values[0]) (all modules)" : values.isEmpty ? "none" : values.map(\.description).joined(separator: ", ") + " (per module)"
-        }
-        print("adapter:         \(url.path)")
-        print("spelling:        \(summary.spellings.joined(separator: ", "))")
-        print("base family:     \(summary.family) (\(summary.familyEvidence))")
-        print("targets:         " + summary.targets.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-        print("algorithms:      " + summary.algorithms.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-        print("ranks:           \(list(summary.ranks))")
-        print("alphas:          \(summary.alphas.isEmpty ? "none in the file (scale 1, or lora_adapter_metadata)" : list(summary.alphas.map { $0.formatted() }))")
-        print("parameters:      \(summary.parameters.formatted()) (\(summary.tensorTypes.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")))")
-        print("file size:       \(summary.fileBytes.formatted()) bytes")
-        for (key, value) in summary.metadata.sorted(by: { $0.key < $1.key }) {
-            print("  \(key): \(value.count > 100 ? String(value.prefix(100)) + "…" : value)")
         }
     }
 }

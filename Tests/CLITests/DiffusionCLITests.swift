@@ -77,4 +77,34 @@ struct DiffusionCLITests {
                                         "--to", "mlx", "--output", mlx, "--model", fixturesDirectory.appendingPathComponent("tiny-llama").path])
         #expect(folder.status == 0 && FileManager.default.fileExists(atPath: mlx + "/adapters.safetensors"), "\(folder.stderr)")
     }
+
+    @Test func resizeExtractAndMergeAdapters() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-cli-svd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let kohya = Self.sd.appendingPathComponent("sd1-tiny-adapters/kohya.safetensors").path
+        let base = Self.sd.appendingPathComponent("sd1-tiny").path
+        let resized = try CLITests.lora(["adapter", "resize", "--input", kohya, "--rank", "1", "--output", dir.path + "/r1.safetensors", "--json"])
+        #expect(resized.status == 0, "\(resized.stderr)")
+        #expect(try resized.json()["ranks"] as? [Int] == [1])
+        let dynamic = try CLITests.lora(["adapter", "resize", "--input", kohya, "--rank", "2", "--dynamic", "sv_fro:0.99", "--output", dir.path + "/d.safetensors"])
+        #expect(dynamic.status == 0 && dynamic.stderr.contains("every module keeps at least"))
+        let bad = try CLITests.lora(["adapter", "resize", "--input", kohya, "--rank", "2", "--dynamic", "sv_fro:2", "--output", dir.path + "/x.safetensors"])
+        #expect(bad.status != 0 && bad.stderr.contains("sv_cumulative:X (0 < X ≤ 1)"))
+        // A tuned model: the base with the adapter merged; extracting at rank 2 recovers it (the 48 transformer-block
+        // and 12 text-encoder modules kohya extracts without --conv-rank).
+        let tuned = dir.path + "/tuned"
+        #expect(try CLITests.lora(["merge", "--model", base, "--adapter", kohya, "--output", tuned]).status == 0)
+        let extracted = try CLITests.lora(["adapter", "extract", "--base", base, "--tuned", tuned, "--rank", "2", "--clamp-quantile", "1",
+                                           "--output", dir.path + "/e.safetensors", "--json"])
+        #expect(extracted.status == 0, "\(extracted.stderr)")
+        let report = try extracted.json()
+        #expect(report["modules"] as? Int == 60 && (report["smallest_frobenius_retained"] as? Double ?? 0) > 0.99999)
+        let merged = try CLITests.lora(["adapter", "merge", "--adapter", kohya + ":0.5", "--adapter", dir.path + "/r1.safetensors:0.5", "--rank", "2",
+                                        "--output", dir.path + "/m.safetensors", "--format", "diffusers", "--json"])
+        #expect(merged.status == 0, "\(merged.stderr)")
+        #expect(try merged.json()["modules"] as? Int == 81)
+        let written = try SafeTensorsFile(url: URL(fileURLWithPath: dir.path + "/m.safetensors"))
+        #expect(written.names.allSatisfy { $0.hasSuffix(".lora_A.weight") || $0.hasSuffix(".lora_B.weight") })
+    }
 }

@@ -21,11 +21,11 @@ struct DiffusionConversionTests {
     }
 
     /// The worst relative difference between merging `file` into the base and the reference.
-    static func mergedDifference(_ baseName: String, _ file: URL, reference name: String) throws -> Double {
+    static func mergedDifference(_ baseName: String, _ file: URL, reference name: String, multiplier: Float = 0.7) throws -> Double {
         let out = DiffusionMergeTests.temporary()
         defer { try? FileManager.default.removeItem(at: out) }
         _ = try DiffusionMerge.merge(base: DiffusersCheckpoint(folder: DiffusionMergeTests.base(baseName)),
-                                     adapters: [.init(file: DiffusionAdapterFile(url: file), multiplier: 0.7)], output: out, storage: nil)
+                                     adapters: [.init(file: DiffusionAdapterFile(url: file), multiplier: multiplier)], output: out, storage: nil)
         let reference = try SafeTensorsFile(url: DiffusionMergeTests.merged(baseName, name)).floatTensors()
         let after = try DiffusionMergeTests.weights(out)
         var worst = 0.0
